@@ -1,0 +1,121 @@
+"""Typed, frozen, strict configs. Unknown keys and wrong types are errors that name the field.
+
+Presets are functions (``tiny_*``) so a variant is ``preset().model_copy(update=...)``.
+Every run writes its resolved config as JSON into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    @classmethod
+    def from_json(cls, path: str | Path):
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text()))
+        except ValidationError as e:
+            raise ValueError(f"invalid {cls.__name__} in {path}: {_first_error(e)}") from None
+
+    @classmethod
+    def strict_update(cls, base: "Strict", **updates):
+        """``base`` with ``updates`` applied and re-validated (model_copy alone does not validate)."""
+        try:
+            return cls.model_validate({**base.model_dump(), **updates})
+        except ValidationError as e:
+            raise ValueError(f"invalid {cls.__name__}: {_first_error(e)}") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc}' (allowed: see the config class fields)"
+    return f"{loc}: {err['msg']}"
+
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+class DataConfig(Strict):
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+    num_frames: int = Field(17, ge=1)
+    fps: float = Field(8.0, gt=0)
+    general_fraction: float = Field(0.2, ge=0, le=1)
+    seed: int = 0
+
+
+class VAETrainConfig(Strict):
+    data: DataConfig = DataConfig()
+    latent_channels: int = Field(8, ge=1)
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    spatial_ratio: Literal[4, 8] = 4
+    steps: int = Field(1200, ge=1)
+    batch_size: int = Field(4, ge=1)
+    clip_frames: int = Field(5, ge=1)  # short windows are cheap; convs are causal and local
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)
+    checkpoint_every: int = Field(200, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+
+
+class DiTConfig(Strict):
+    """A small HunyuanVideoTransformer3DModel (the same class the 13B model uses)."""
+
+    latent_channels: int = 8
+    hidden_heads: int = 4
+    head_dim: int = 32
+    num_layers: int = 2  # dual-stream ("double") blocks
+    num_single_layers: int = 4
+    num_refiner_layers: int = 1
+    patch_size: int = 2
+    text_dim: int = 384  # MiniLM token embeddings
+    rope_axes_dim: tuple[int, int, int] = (8, 12, 12)
+    image_tokens: int = 16  # vision-encoder tokens appended to the text tokens (multi-modal guidance)
+    max_text_tokens: int = 64
+
+
+class TeacherTrainConfig(Strict):
+    data: DataConfig = DataConfig()
+    dit: DiTConfig = DiTConfig()
+    task: Literal["i2v", "t2v"] = "i2v"
+    num_clips: int = Field(3000, ge=8)  # size of the encoded training set (latent cache)
+    steps: int = Field(4000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    # sigma ~ shift(logit_normal(mean, std)); method.md Stage 1
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    train_shift: float = Field(3.0, gt=0)
+    text_dropout: float = Field(0.1, ge=0, le=1)  # condition dropout for CFG
+    image_dropout: float = Field(0.05, ge=0, le=1)
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: DType = "float32"
+    vae_dir: str = ""
+    init_from: str = ""  # a T2V teacher folder to convert to I2V (Magic 1-For-1 section 3)
+
+
+class SampleConfig(Strict):
+    steps: int = Field(50, ge=1)
+    guidance: float = Field(6.0, ge=0)
+    shift: float = Field(5.0, gt=0)

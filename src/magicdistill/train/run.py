@@ -1,0 +1,59 @@
+"""The run folder: resolved config, metrics log, checkpoints, samples. Shared by every trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import Strict
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Run:
+    """``<out>/config.json``, ``<out>/metrics.jsonl``, ``<out>/checkpoint`` (latest), ``<out>/samples``."""
+
+    def __init__(self, out: str | Path, config: Strict, *, resume: bool = False):
+        self.dir = Path(out)
+        self.config = config
+        cfg_file = self.dir / "config.json"
+        if resume:
+            if not (self.dir / "checkpoint" / "meta.json").is_file():
+                raise ValueError(f"--resume given but {self.dir} holds no checkpoint")
+            saved = json.loads(cfg_file.read_text())
+            if saved != json.loads(config.model_dump_json()):
+                raise ValueError(f"--resume with a different config than {cfg_file}; use a new --out")
+        elif (self.dir / "checkpoint").exists():
+            raise ValueError(f"{self.dir} already holds a run; pass --resume to continue it or choose a new --out")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "samples").mkdir(exist_ok=True)
+        cfg_file.write_text(config.model_dump_json(indent=1))
+        self._t0 = time.time()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoint"
+
+    def log(self, step: int, **metrics: float) -> None:
+        for k, v in metrics.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise NonFiniteLoss(f"non-finite {k} = {v} at step {step}; stopping (last checkpoint kept)")
+        rec = {"step": step, "time": round(time.time() - self._t0, 2), **metrics}
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+             **meta: Any) -> None:
+        save_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers, meta={"step": step, **meta})
+
+    def resume(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> int:
+        meta = load_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers)
+        return int(meta["step"])
