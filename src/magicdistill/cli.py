@@ -56,6 +56,49 @@ def train_vae_cmd(
         _fail(str(e))
 
 
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, samples/, teacher/)"),
+    vae: Path = typer.Option(None, help="diffusers VAE folder [default: the shipped tiny VAE]"),
+    task: str = typer.Option("i2v", help="i2v (Magic 1-For-1 TI2V) or t2v"),
+    steps: int = typer.Option(4000),
+    batch_size: int = typer.Option(8),
+    lr: float = typer.Option(3e-4),
+    num_clips: int = typer.Option(3000, help="synthetic training clips to encode"),
+    init_from: Path = typer.Option(None, help="a T2V teacher folder to convert (widen to 2C+1 channels) and fine-tune"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    config: Path = typer.Option(None, help="a JSON TeacherTrainConfig; flags given explicitly override nothing in it"),
+    checkpoint_every: int = typer.Option(250),
+    sample_every: int = typer.Option(1000),
+    cache_dir: Path = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+) -> None:
+    """Train a teacher (flow matching) on synthetic portrait videos."""
+    _quiet()
+    from .config import TeacherTrainConfig
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        if config:
+            cfg = TeacherTrainConfig.from_json(config)
+        else:
+            cfg = TeacherTrainConfig.strict_update(
+                TeacherTrainConfig(), task=task, steps=steps, batch_size=batch_size, lr=lr, num_clips=num_clips,
+                seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every, sample_every=sample_every,
+                vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""))
+        if dry_run:
+            typer.echo(cfg.model_dump_json(indent=1))
+            return
+        from .train.teacher import train_teacher
+
+        train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None)
+    except ValueError as e:
+        _fail(str(e))
+
+
 def main() -> None:
     try:
         app()

@@ -24,7 +24,7 @@ def tiny_hunyuan_vae(latent_channels: int = 8, block_out_channels=(16, 32, 64), 
     from diffusers import AutoencoderKLHunyuanVideo
 
     levels = len(block_out_channels)
-    return AutoencoderKLHunyuanVideo(
+    vae = AutoencoderKLHunyuanVideo(
         latent_channels=latent_channels,
         block_out_channels=tuple(block_out_channels),
         down_block_types=("HunyuanVideoDownBlock3D",) * levels,
@@ -36,6 +36,11 @@ def tiny_hunyuan_vae(latent_channels: int = 8, block_out_channels=(16, 32, 64), 
         mid_block_add_attention=False,
         scaling_factor=1.0,
     )
+    # Start with a near-deterministic posterior (std ~ 0.02): with logvar = 0 the decoder first sees
+    # unit-variance noise on every latent and learns far slower; the KL term still shapes it.
+    with torch.no_grad():
+        vae.encoder.conv_out.conv.bias[latent_channels:].fill_(-8.0)
+    return vae
 
 
 class VideoVAE(nn.Module):

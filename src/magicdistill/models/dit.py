@@ -1,0 +1,167 @@
+"""The video DiT: diffusers' HunyuanVideoTransformer3DModel plus conditioning (text + image tokens).
+
+Tiny and real models share this class: the embedded default is the same transformer class as
+HunyuanVideo-13B at a small config. The wrapper owns the conventions of method.md:
+- time is sigma in [0, 1] (1 = noise), passed to the transformer as sigma * 1000;
+- the output is the velocity v = eps - x0;
+- I2V input is the 2C + 1 channel concat (models/i2v.py);
+- multi-modal guidance: image tokens from a vision encoder come first in the context, then the
+  text tokens (the transformer's mask requires valid tokens to form a prefix).
+
+Saved as a folder: ``transformer/`` (diffusers format), ``vision.safetensors`` and ``dit.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import DiTConfig
+from .i2v import convert_t2v_to_i2v, i2v_input
+from .text import TextEmbedding
+from .vision import PatchVisionEncoder
+
+
+@dataclass
+class Condition:
+    """Everything a DiT forward needs besides (x_t, sigma); computed once per sample, reused per step."""
+
+    context: torch.Tensor  # (B, L, D)
+    mask: torch.Tensor  # (B, L) bool, valid prefix
+    pooled: torch.Tensor  # (B, D)
+    image_latent: torch.Tensor | None  # (B, C, 1, h, w) for I2V
+
+    @staticmethod
+    def cat(items: list["Condition"]) -> "Condition":
+        img = None if items[0].image_latent is None else torch.cat([i.image_latent for i in items])
+        return Condition(torch.cat([i.context for i in items]), torch.cat([i.mask for i in items]),
+                         torch.cat([i.pooled for i in items]), img)
+
+    def index(self, idx) -> "Condition":
+        img = None if self.image_latent is None else self.image_latent[idx]
+        return Condition(self.context[idx], self.mask[idx], self.pooled[idx], img)
+
+
+def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    return HunyuanVideoTransformer3DModel(
+        in_channels=in_channels or cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        num_attention_heads=cfg.hidden_heads,
+        attention_head_dim=cfg.head_dim,
+        num_layers=cfg.num_layers,
+        num_single_layers=cfg.num_single_layers,
+        num_refiner_layers=cfg.num_refiner_layers,
+        patch_size=cfg.patch_size,
+        patch_size_t=1,
+        guidance_embeds=False,
+        text_embed_dim=cfg.text_dim,
+        pooled_projection_dim=cfg.text_dim,
+        rope_axes_dim=tuple(cfg.rope_axes_dim),
+    )
+
+
+class VideoDiT(nn.Module):
+    def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0):
+        super().__init__()
+        self.transformer = transformer
+        self.vision = vision
+        self.image_tokens = image_tokens if vision is not None else 0
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, cfg: DiTConfig, task: str = "i2v") -> "VideoDiT":
+        """A fresh tiny model. I2V is built the Magic 1-For-1 way: T2V first, then widened."""
+        transformer = tiny_transformer(cfg)
+        if task == "i2v":
+            convert_t2v_to_i2v(transformer)
+            vision = PatchVisionEncoder(cfg.text_dim, cfg.image_tokens)
+            return cls(transformer, vision, image_tokens=cfg.image_tokens)
+        return cls(transformer)
+
+    @property
+    def is_i2v(self) -> bool:
+        return self.transformer.config.image_condition_type == "latent_concat"
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.config.out_channels
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.x_embedder.proj.weight.dtype
+
+    # --- conditioning -------------------------------------------------------------------------
+    def condition(self, text: TextEmbedding, image: torch.Tensor | None = None,
+                  image_latent: torch.Tensor | None = None, drop_image: torch.Tensor | None = None) -> Condition:
+        """Build the context: [image tokens (if a vision encoder), text tokens].
+
+        ``image`` (B, 3, H, W) in [-1, 1] feeds the vision encoder; ``drop_image`` (B,) bool zeroes
+        the image tokens of those samples (condition dropout).
+        """
+        dt = self.dtype
+        tokens, mask = text.tokens.to(dt), text.mask
+        if self.vision is not None:
+            if image is None:
+                raise ValueError("this model takes image tokens: pass the conditioning image")
+            img_tok = self.vision(image.to(dt))
+            if drop_image is not None:
+                img_tok = img_tok * (~drop_image).to(dt)[:, None, None]
+            tokens = torch.cat([img_tok, tokens], dim=1)
+            mask = torch.cat([torch.ones(mask.shape[0], img_tok.shape[1], dtype=torch.bool, device=mask.device), mask], 1)
+        if self.is_i2v and image_latent is None:
+            raise ValueError("an image-to-video model needs the first-frame latent")
+        return Condition(tokens, mask, text.pooled.to(dt), image_latent)
+
+    # --- forward --------------------------------------------------------------------------------
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Condition, guidance: torch.Tensor | None = None,
+                attention_kwargs: dict | None = None) -> torch.Tensor:
+        """Velocity v = eps - x0 at noise level sigma (B,) for latents x_t (B, C, T, H, W)."""
+        dt = self.dtype
+        x = x_t.to(dt)
+        if self.is_i2v:
+            x = i2v_input(x, cond.image_latent)
+        sigma = sigma.to(x_t.device, torch.float32).expand(x_t.shape[0])
+        kwargs = {}
+        if self.transformer.config.guidance_embeds:
+            if guidance is None:
+                raise ValueError("this model is guidance-distilled: pass the guidance scale")
+            kwargs["guidance"] = guidance.to(x_t.device, torch.float32).expand(x_t.shape[0]) * 1000.0
+        out = self.transformer(x, sigma * 1000.0, cond.context, cond.mask, cond.pooled,
+                               attention_kwargs=attention_kwargs, return_dict=False, **kwargs)[0]
+        return out.to(x_t.dtype)
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | Path, **extra) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(str(path / "transformer"), safe_serialization=True)
+        if self.vision is not None:
+            save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
+        meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim, **extra}
+        (path / "dit.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu") -> "VideoDiT":
+        from diffusers import HunyuanVideoTransformer3DModel
+
+        path = Path(path)
+        if not (path / "transformer" / "config.json").is_file():
+            raise ValueError(f"no DiT at {path}: expected transformer/config.json (a magicdistill model folder)")
+        meta = json.loads((path / "dit.json").read_text()) if (path / "dit.json").is_file() else {}
+        transformer = HunyuanVideoTransformer3DModel.from_pretrained(str(path / "transformer"), torch_dtype=dtype,
+                                                                     local_files_only=True)
+        vision = None
+        if (path / "vision.safetensors").is_file():
+            vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"])
+            vision.load_state_dict(load_file(str(path / "vision.safetensors")))
+            vision.to(dtype)
+        model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0))
+        model.meta = meta
+        return model.to(device).eval()

@@ -1,0 +1,49 @@
+"""Image-to-video from a text-to-video DiT (Magic 1-For-1 section 3).
+
+Input to the I2V DiT: channel concat of [noisy latent X (C), first-frame latent zero-padded over
+time I_o (C), binary mask m (1, ones on the first latent frame)] -> 2C + 1 channels.
+A T2V checkpoint becomes I2V by widening the patch embedding from C to 2C + 1 input channels:
+the old weights go to the first C channels and the new ones start at zero, so the converted model
+computes exactly the T2V function at step 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def i2v_input(x_t: torch.Tensor, image_latent: torch.Tensor) -> torch.Tensor:
+    """x_t (B, C, T, H, W), image_latent (B, C, 1, H, W) -> (B, 2C + 1, T, H, W)."""
+    if image_latent.shape[2] != 1 or image_latent.shape[:2] != x_t.shape[:2] or image_latent.shape[3:] != x_t.shape[3:]:
+        raise ValueError(f"image latent {tuple(image_latent.shape)} does not match video latent {tuple(x_t.shape)}")
+    b, c, t, h, w = x_t.shape
+    padded = torch.zeros_like(x_t)
+    padded[:, :, :1] = image_latent.to(x_t.dtype)
+    mask = torch.zeros(b, 1, t, h, w, dtype=x_t.dtype, device=x_t.device)
+    mask[:, :, :1] = 1.0
+    return torch.cat([x_t, padded, mask], dim=1)
+
+
+@torch.no_grad()
+def widen_patch_embedding(conv: nn.Conv3d, new_in: int) -> nn.Conv3d:
+    """A copy of ``conv`` with ``new_in`` input channels: old weights first, new ones zero."""
+    if new_in < conv.in_channels:
+        raise ValueError(f"cannot narrow a patch embedding from {conv.in_channels} to {new_in} channels")
+    wide = nn.Conv3d(new_in, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     bias=conv.bias is not None, dtype=conv.weight.dtype, device=conv.weight.device)
+    wide.weight.zero_()
+    wide.weight[:, : conv.in_channels] = conv.weight
+    if conv.bias is not None:
+        wide.bias.copy_(conv.bias)
+    return wide
+
+
+def convert_t2v_to_i2v(transformer: nn.Module) -> nn.Module:
+    """Turn a HunyuanVideo-style T2V transformer into the latent-concat I2V one, in place."""
+    c = transformer.config.in_channels
+    if transformer.config.image_condition_type == "latent_concat":
+        raise ValueError("transformer is already an I2V (latent_concat) model")
+    transformer.x_embedder.proj = widen_patch_embedding(transformer.x_embedder.proj, 2 * c + 1)
+    transformer.register_to_config(in_channels=2 * c + 1, image_condition_type="latent_concat")
+    return transformer

@@ -1,0 +1,110 @@
+"""Image(+text)-to-video inference: the shipped models or a user's, one code path.
+
+Steps: 1. encode the prompt (and the empty prompt for CFG) once; 2. encode the conditioning image
+(VAE latent for the channel concat, vision tokens for multi-modal guidance) once; 3. denoise with
+Euler (+ batched CFG); 4. put the image's latent in the first latent frame; 5. decode.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .models.dit import Condition, VideoDiT
+from .models.text import TextEmbedding, TextEncoder
+from .models.vae import VideoVAE, load_vae
+from .sampling import euler_sample
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+SHIPPED_DIR = PACKAGE_ROOT / "checkpoints" / "tiny"
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    height: int
+    width: int
+    num_frames: int
+    fps: float
+
+
+def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: TextEmbedding,
+               image: torch.Tensor | None) -> tuple[Condition, Condition, torch.Tensor | None]:
+    """(cond, uncond, image_latent). The unconditional branch drops the text only: the image stays
+    (it *is* the first frame), so CFG amplifies what the prompt says about motion and content."""
+    device = image.device if image is not None else text.tokens.device
+    image_latent = None
+    if dit.is_i2v:
+        if image is None:
+            raise ValueError("this is an image-to-video model: give a first frame (--image)")
+        image_latent = vae.encode(image[:, :, None])  # a 1-frame clip: the causal VAE's first latent
+    null = TextEmbedding(null_text.tokens.expand(len(text.tokens), -1, -1), null_text.mask.expand(len(text.mask), -1),
+                         null_text.pooled.expand(len(text.pooled), -1)).to(device)
+    cond = dit.condition(text.to(device), image, image_latent)
+    uncond = dit.condition(null, image, image_latent)
+    return cond, uncond, image_latent
+
+
+@torch.no_grad()
+def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: TextEmbedding,
+                 image: torch.Tensor | None, *, num_frames: int, generator: torch.Generator, steps: int = 50,
+                 guidance: float = 6.0, shift: float = 5.0, sigmas: torch.Tensor | None = None,
+                 progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """-> video (B, 3, T, H, W) in [-1, 1] (or latents when ``decode`` is False).
+
+    The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``."""
+    b = text.tokens.shape[0]
+    device = next(dit.parameters()).device
+    if image is None and size is None:
+        raise ValueError("without a first frame the video size must be given")
+    h, w = image.shape[-2:] if image is not None else size
+    if h % (vae.spatial_ratio * dit.transformer.config.patch_size) or w % (vae.spatial_ratio * dit.transformer.config.patch_size):
+        raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * dit.transformer.config.patch_size}")
+    shape = (b, dit.latent_channels, vae.latent_frames(num_frames), h // vae.spatial_ratio, w // vae.spatial_ratio)
+    # 1-2. conditions, computed once for all steps
+    cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None)
+    # 3. denoise; noise drawn on CPU from the caller's generator so results do not depend on device
+    noise = torch.randn(shape, generator=generator).to(device)
+    latents = euler_sample(dit, noise, cond, steps=steps, shift=shift, uncond=uncond, guidance=guidance,
+                           sigmas=sigmas, progress=progress)
+    # 4. the first latent frame *is* the image (causal VAE): keep it exact
+    if image_latent is not None:
+        latents[:, :, :1] = image_latent
+    return vae.decode(latents) if decode else latents
+
+
+class I2VPipeline:
+    """Loaded models + the null prompt; ``__call__`` makes videos."""
+
+    def __init__(self, dit: VideoDiT, vae: VideoVAE, text_encoder: TextEncoder, spec: VideoSpec):
+        self.dit, self.vae, self.text_encoder, self.spec = dit, vae, text_encoder, spec
+        self.null_text = text_encoder([""])
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, *, vae_dir: str | Path | None = None, text_encoder: str | None = None,
+                 device="cpu", dtype: torch.dtype = torch.float32) -> "I2VPipeline":
+        model_dir = Path(model_dir)
+        dit = VideoDiT.load(model_dir, dtype=dtype, device=device)
+        meta = dit.meta
+        vae_path = Path(vae_dir) if vae_dir else (model_dir / meta.get("vae", "../vae")).resolve()
+        vae = load_vae(vae_path, dtype=dtype, device=device)
+        enc = TextEncoder(text_encoder, max_tokens=meta.get("max_text_tokens", 64), device=device)
+        spec = VideoSpec(meta["height"], meta["width"], meta["num_frames"], meta["fps"])
+        return cls(dit, vae, enc, spec)
+
+    def __call__(self, image: torch.Tensor | None, prompt: str, *, num_frames: int | None = None, seed: int = 0,
+                 steps: int = 50, guidance: float = 6.0, shift: float = 5.0, sigmas=None, progress: bool = False):
+        if not prompt or not prompt.strip():
+            raise ValueError("the prompt is empty: describe the video")
+        text = self.text_encoder([prompt])
+        gen = torch.Generator().manual_seed(seed)
+        return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
+                            generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
+                            progress=progress)[0]
+
+
+def read_record(model_dir: Path) -> dict:
+    f = Path(model_dir) / "dit.json"
+    return json.loads(f.read_text()) if f.is_file() else {}

@@ -1,0 +1,170 @@
+"""``magicdistill train``: flow-matching training of the (tiny) TI2V teacher (method.md Stage 1).
+
+1. encode the dataset once (latent cache); 2. build the DiT (T2V -> I2V by channel widening, or
+converted from ``init_from``); 3. AdamW + warmup/cosine, EMA; 4. each step: sigma from the shifted
+logit-normal, text/image condition dropout for CFG, velocity MSE; 5. checkpoints, sample videos,
+and the EMA teacher saved as a model folder.
+
+The batch and noise of step k are drawn from a generator seeded by (seed, k), so a resumed run
+continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import TeacherTrainConfig, torch_dtype
+from ..data.latent_cache import LatentSet, build_latent_set, cache_key, load_latent_set, save_latent_set
+from ..data.synthetic import SyntheticVideos
+from ..distill.losses import flow_matching_loss
+from ..flow import add_noise, sample_training_sigma
+from ..models.dit import VideoDiT
+from ..models.i2v import convert_t2v_to_i2v
+from ..models.text import TextEmbedding, TextEncoder
+from ..models.vae import VideoVAE, load_vae
+from ..models.vision import PatchVisionEncoder
+from ..pipeline import sample_video
+from ..video import tensor_to_frames, write_mp4
+from .ema import EMA
+from .run import Run
+from .vae_trainer import synthetic_config
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+
+
+def drop_text(text: TextEmbedding, null: TextEmbedding, drop: torch.Tensor) -> TextEmbedding:
+    """Replace the text of samples where ``drop`` is True by the empty prompt (CFG condition dropout)."""
+    d = drop[:, None]
+    return TextEmbedding(torch.where(d[..., None], null.tokens, text.tokens), torch.where(d, null.mask, text.mask),
+                         torch.where(d, null.pooled, text.pooled))
+
+
+def teacher_loss(dit: VideoDiT, data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding,
+                 cfg: TeacherTrainConfig, g: torch.Generator) -> torch.Tensor:
+    device = next(dit.parameters()).device
+    x0 = data.latents[idx].to(device)
+    b = x0.shape[0]
+    eps = torch.randn(x0.shape, generator=g).to(device)
+    sigma = sample_training_sigma(b, generator=g, mean=cfg.logit_mean, std=cfg.logit_std, shift=cfg.train_shift).to(device)
+    dropped_text = torch.rand(b, generator=g) < cfg.text_dropout
+    dropped_image = torch.rand(b, generator=g) < cfg.image_dropout
+    text = drop_text(data.text.index(idx).to(dtype=torch.float32), null_text.to("cpu", torch.float32), dropped_text)
+    image = data.first_frame_pixels(idx).to(device) if dit.is_i2v else None
+    image_latent = data.image_latents[idx].to(device) if dit.is_i2v else None
+    cond = dit.condition(text.to(device), image, image_latent, dropped_image.to(device) if dit.vision is not None else None)
+    v = dit(add_noise(x0, eps, sigma), sigma, cond)
+    return flow_matching_loss(v, x0, eps)
+
+
+def build_teacher(cfg: TeacherTrainConfig) -> VideoDiT:
+    if not cfg.init_from:
+        return VideoDiT.tiny(cfg.dit, cfg.task)
+    src = VideoDiT.load(cfg.init_from)
+    if src.is_i2v and cfg.task == "t2v":
+        raise ValueError(f"--init-from {cfg.init_from} is an I2V model; it cannot initialise a T2V run")
+    if cfg.task == "i2v" and not src.is_i2v:
+        convert_t2v_to_i2v(src.transformer)  # Magic 1-For-1: widen the patch embedding, new channels zero
+        src.vision = PatchVisionEncoder(cfg.dit.text_dim, cfg.dit.image_tokens)
+        src.image_tokens = cfg.dit.image_tokens
+    return src
+
+
+def lr_lambda(cfg: TeacherTrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def latent_set_for(cfg: TeacherTrainConfig, split: str, n: int, vae: VideoVAE, enc: TextEncoder, cache_dir: Path) -> LatentSet:
+    key = cache_key(cfg.vae_dir, cfg.data.model_dump(), split, n, cfg.dit.max_text_tokens)
+    path = cache_dir / f"latents_{split}_{key}.safetensors"
+    data = load_latent_set(path, key)
+    if data is None:
+        source = SyntheticVideos(synthetic_config(cfg.data), split, cfg.data.seed)
+        data = build_latent_set(source, n, vae, enc, desc=f"encoding {split} clips")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        save_latent_set(data, path, key)
+    return data
+
+
+def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: LatentSet, null_text: TextEmbedding,
+                  cfg: TeacherTrainConfig, n: int = 2, steps: int = 25) -> Path:
+    """Side by side: held-out ground truth | 25-step CFG sample from the same first frame."""
+    idx = torch.arange(n)
+    text = test.text.index(idx).to(dtype=torch.float32)
+    image = test.first_frame_pixels(idx) if dit.is_i2v else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    video = sample_video(dit, vae, text, null_text, image, num_frames=cfg.data.num_frames, generator=gen, steps=steps,
+                         guidance=6.0, shift=5.0)
+    truth = vae.decode(test.latents[idx].to(next(vae.parameters()).device))
+    grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)  # rows: samples
+    return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
+
+
+def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, cache_dir: str | None = None) -> VideoDiT:
+    if not cfg.vae_dir:
+        raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
+    torch.manual_seed(cfg.seed)
+    run = Run(out, cfg, resume=resume)
+    device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
+    vae = load_vae(cfg.vae_dir, device=device)
+    vae.check_frames(cfg.data.num_frames)
+    enc = TextEncoder(max_tokens=cfg.dit.max_text_tokens, device=device)
+    if enc.dim != cfg.dit.text_dim:
+        raise ValueError(f"text encoder width {enc.dim} != dit.text_dim {cfg.dit.text_dim}")
+    null_text = enc([""])
+    # 1. data
+    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+    data = latent_set_for(cfg, "train", cfg.num_clips, vae, enc, cdir)
+    test = latent_set_for(cfg, "test", 16, vae, enc, cdir)
+    if data.latents.shape[1] != cfg.dit.latent_channels:
+        raise ValueError(f"VAE latent channels {data.latents.shape[1]} != dit.latent_channels {cfg.dit.latent_channels}")
+    # 2. model
+    dit = build_teacher(cfg).to(device, dtype).train()
+    ema = EMA(dit, cfg.ema_decay)
+    opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
+    sched.last_epoch = start - 1
+    sched.step()
+    n_params = sum(p.numel() for p in dit.parameters())
+    print(f"teacher: {n_params / 1e6:.2f} M parameters, {len(data)} training clips, task {cfg.task}")
+    # 3-4. loop
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it")
+    for step in bar:
+        g = step_generator(cfg.seed, step)
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        loss = teacher_loss(dit, data, idx, null_text, cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        # EMA warm-up: average over the steps seen so far until the decay's horizon is reached
+        ema.update(dit, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=sched.get_last_lr()[0])
+        last = step + 1 == cfg.steps
+        if (step + 1) % cfg.checkpoint_every == 0 or last:
+            run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
+        if (step + 1) % cfg.sample_every == 0 or last:
+            path = write_samples(run, step + 1, ema.shadow, vae, test, null_text, cfg)
+            tqdm.write(f"samples: {path}")
+    # 5. the EMA weights are the teacher
+    teacher = ema.shadow
+    vae_rel = Path(cfg.vae_dir).resolve()
+    teacher.save(run.dir / "teacher", task=cfg.task, vae=str(vae_rel), height=cfg.data.height, width=cfg.data.width,
+                 num_frames=cfg.data.num_frames, fps=cfg.data.fps, max_text_tokens=cfg.dit.max_text_tokens)
+    print(run.dir / "teacher")
+    return teacher
