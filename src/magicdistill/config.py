@@ -60,12 +60,14 @@ class DataConfig(Strict):
 class VAETrainConfig(Strict):
     data: DataConfig = DataConfig()
     latent_channels: int = Field(8, ge=1)
-    block_out_channels: tuple[int, ...] = (16, 32, 64)
     spatial_ratio: Literal[4, 8] = 4
-    steps: int = Field(1200, ge=1)
-    batch_size: int = Field(4, ge=1)
-    clip_frames: int = Field(5, ge=1)  # short windows are cheap; convs are causal and local
-    lr: float = Field(1e-3, gt=0)
+    hidden: int = Field(96, ge=8)
+    blocks: int = Field(2, ge=0)
+    pca_clips: int = Field(64, ge=2)
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(8, ge=1)
+    clip_frames: int = Field(17, ge=1)
+    lr: float = Field(5e-4, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SUPPORTED = ("AutoencoderKLHunyuanVideo", "AutoencoderKLWan")
+SUPPORTED = ("CausalPatchVAE", "AutoencoderKLHunyuanVideo", "AutoencoderKLWan")
 
 
 def tiny_hunyuan_vae(latent_channels: int = 8, block_out_channels=(16, 32, 64), spatial_ratio: int = 4):
@@ -53,12 +53,17 @@ class VideoVAE(nn.Module):
             raise ValueError(f"unsupported VAE class {name}; supported: {', '.join(SUPPORTED)}")
         self.model = model
         cfg = model.config
-        if name == "AutoencoderKLWan":
-            self.temporal_ratio = 2 ** sum(cfg.temperal_downsample)
-            self.spatial_ratio = 2 ** len(cfg.temperal_downsample)
-            self.latent_channels = cfg.z_dim
-            mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
-            std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+        if name in ("AutoencoderKLWan", "CausalPatchVAE"):
+            if name == "AutoencoderKLWan":
+                self.temporal_ratio = 2 ** sum(cfg.temperal_downsample)
+                self.spatial_ratio = 2 ** len(cfg.temperal_downsample)
+                self.latent_channels = cfg.z_dim
+            else:
+                self.temporal_ratio, self.spatial_ratio = cfg.temporal_ratio, cfg.spatial_ratio
+                self.latent_channels = cfg.latent_channels
+            c = self.latent_channels
+            mean = torch.tensor(cfg.latents_mean or [0.0] * c).view(1, -1, 1, 1, 1)
+            std = torch.tensor(cfg.latents_std or [1.0] * c).view(1, -1, 1, 1, 1)
             self.register_buffer("shift", mean, persistent=False)
             self.register_buffer("scale", 1.0 / std, persistent=False)
         else:
@@ -107,6 +112,12 @@ class VideoVAE(nn.Module):
         return next(self.model.parameters()).dtype
 
     # --- persistence ----------------------------------------------------------------------
+    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-channel latent statistics (raw latents) -> stored in the model config and used from now on."""
+        self.model.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+        self.shift = mean.view(1, -1, 1, 1, 1).to(self.shift.device)
+        self.scale = (1.0 / std).view(1, -1, 1, 1, 1).to(self.scale.device)
+
     def save(self, path: str | Path) -> None:
         self.model.save_pretrained(str(path), safe_serialization=True)
 
@@ -120,7 +131,11 @@ def load_vae(path: str | Path, *, dtype: torch.dtype = torch.float32, device: st
     name = json.loads(cfg_file.read_text()).get("_class_name")
     if name not in SUPPORTED:
         raise ValueError(f"{cfg_file} names VAE class {name!r}; supported: {', '.join(SUPPORTED)}")
-    import diffusers
+    if name == "CausalPatchVAE":
+        from .patch_vae import CausalPatchVAE as cls
+    else:
+        import diffusers
 
-    model = getattr(diffusers, name).from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        cls = getattr(diffusers, name)
+    model = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
     return VideoVAE(model).to(device).eval()

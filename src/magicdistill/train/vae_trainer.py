@@ -1,14 +1,9 @@
 """``magicdistill train-vae``: fit the embedded default's causal video VAE on synthetic clips.
 
-Loss: L1 reconstruction + small KL (a standard latent-diffusion VAE objective without the GAN
-and LPIPS terms, whose backbones cannot be downloaded here). Trained on short windows of
-``clip_frames`` frames at full frame size: the causal convolutions are local in time, so a VAE
-trained on 5-frame windows encodes 17-frame clips the same way (checked by the test split
-reconstruction reported at the end). Full frames (not crops) keep GroupNorm statistics equal
-between training and use.
-
-After training, the latent scale is set so normalised latents have unit std over a held-out
-batch: the diffusion model then sees data at the scale its noise schedule assumes.
+1. PCA-initialise the linear path from a batch of training clips; 2. train with L1 + MSE
+reconstruction + a small KL (a latent-diffusion VAE objective without the GAN and LPIPS terms,
+whose backbones cannot be downloaded here); 3. set per-channel latent normalisation so the
+diffusion model sees unit-variance channels; 4. report held-out PSNR.
 """
 
 from __future__ import annotations
@@ -19,7 +14,8 @@ from tqdm import tqdm
 
 from ..config import VAETrainConfig
 from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
-from ..models.vae import VideoVAE, tiny_hunyuan_vae
+from ..models.patch_vae import CausalPatchVAE
+from ..models.vae import VideoVAE
 from ..video import frames_to_tensor
 from .run import Run
 
@@ -40,29 +36,31 @@ def vae_batch(source: SyntheticVideos, step: int, cfg: VAETrainConfig) -> torch.
     return torch.stack(clips)
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR (dB) of videos in [-1, 1]."""
+    mse = ((a - b) / 2).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp(min=1e-10))
+
+
 @torch.no_grad()
-def calibrate_scale(vae: VideoVAE, source: SyntheticVideos, n: int = 32) -> tuple[float, float]:
-    """Set scaling_factor = 1/std of raw latents; return (scale, test PSNR of full-length clips)."""
-    vae.model.register_to_config(scaling_factor=1.0)
-    vae.scale.fill_(1.0)
-    video = torch.stack([frames_to_tensor(source.clip(i).frames) for i in range(n)])
-    zs, psnrs = [], []
-    for chunk in video.split(8):
-        z = vae.encode(chunk)
-        zs.append(z)
-        rec = vae.decode(z)
-        mse = ((rec - chunk) / 2).pow(2).flatten(1).mean(1)
-        psnrs.append(-10 * torch.log10(mse))
-    scale = 1.0 / torch.cat(zs).std().item()
-    vae.model.register_to_config(scaling_factor=scale)
-    vae.scale.fill_(scale)
-    return scale, torch.cat(psnrs).mean().item()
+def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: int = 64) -> float:
+    """Per-channel latent mean/std from training clips; returns held-out full-clip PSNR."""
+    vae.set_normalisation(torch.zeros(vae.latent_channels), torch.ones(vae.latent_channels))
+    z = torch.cat([vae.encode(torch.stack([frames_to_tensor(train.clip(i).frames) for i in range(j, j + 8)]))
+                   for j in range(0, n, 8)])
+    vae.set_normalisation(z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)))
+    video = torch.stack([frames_to_tensor(test.clip(i).frames) for i in range(32)])
+    return torch.cat([psnr(vae.decode(vae.encode(c)), c) for c in video.split(8)]).mean().item()
 
 
 def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVAE:
     torch.manual_seed(cfg.seed)
     run = Run(out, cfg, resume=resume)
-    vae = VideoVAE(tiny_hunyuan_vae(cfg.latent_channels, cfg.block_out_channels, cfg.spatial_ratio)).to(cfg.device)
+    source = SyntheticVideos(synthetic_config(cfg.data), "train", cfg.data.seed)
+    model = CausalPatchVAE(cfg.latent_channels, cfg.spatial_ratio, 4, cfg.hidden, cfg.blocks)
+    # 1. PCA initialisation from clips the training loop will also see (indices 0..)
+    model.init_pca(torch.stack([frames_to_tensor(source.clip(i).frames) for i in range(cfg.pca_clips)]))
+    vae = VideoVAE(model).to(cfg.device)
     vae.check_frames(cfg.clip_frames)
     vae.check_frames(cfg.data.num_frames)
     opt = torch.optim.AdamW(vae.model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -70,15 +68,15 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
     start = run.resume({"vae": vae.model}, {"vae": opt}) if resume else 0
     for _ in range(start):
         sched.step()
-    source = SyntheticVideos(synthetic_config(cfg.data), "train", cfg.data.seed)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-vae", unit="it")
     for step in bar:
         x = vae_batch(source, step, cfg).to(cfg.device)
         post = vae.model.encode(x).latent_dist
         rec = vae.model.decode(post.sample()).sample
         l1 = (rec - x).abs().mean()
+        mse = (rec - x).pow(2).mean()
         kl = post.kl().mean() / x[0].numel()
-        loss = l1 + cfg.kl_weight * kl * x[0].numel()
+        loss = l1 + mse + cfg.kl_weight * kl * x[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.model.parameters(), 1.0)
@@ -89,9 +87,9 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             run.save(step + 1, {"vae": vae.model}, {"vae": opt})
     vae.eval()
-    scale, psnr = calibrate_scale(vae, SyntheticVideos(synthetic_config(cfg.data), "test", cfg.data.seed))
+    test_psnr = calibrate(vae, source, SyntheticVideos(synthetic_config(cfg.data), "test", cfg.data.seed))
     vae.save(run.dir / "vae")
-    run.log(cfg.steps, latent_scale=scale, test_psnr_full_clips=psnr)
-    print(f"latent scale {scale:.4f}; held-out full-clip PSNR {psnr:.2f} dB")
+    run.log(cfg.steps, test_psnr_full_clips=test_psnr)
+    print(f"held-out full-clip PSNR {test_psnr:.2f} dB")
     print(run.dir / "vae")
     return vae

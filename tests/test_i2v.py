@@ -1,0 +1,107 @@
+"""Magic 1-For-1 section 3: I2V by channel concat, converted from a T2V model."""
+
+import copy
+
+import pytest
+import torch
+
+from magicdistill.models.dit import Condition, VideoDiT, tiny_transformer
+from magicdistill.models.i2v import convert_t2v_to_i2v, i2v_input, widen_patch_embedding
+from magicdistill.models.text import TextEmbedding
+
+
+def _randomise(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return module
+
+
+def _inputs(cfg, b=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, cfg.latent_channels, 3, 8, 8, generator=g)
+    ctx = torch.randn(b, 6, cfg.text_dim, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)[:b]
+    pooled = torch.randn(b, cfg.text_dim, generator=g)
+    img = torch.randn(b, cfg.latent_channels, 1, 8, 8, generator=g)
+    return x, ctx, mask, pooled, img
+
+
+def test_i2v_input_layout():
+    x = torch.randn(2, 4, 3, 8, 8)
+    img = torch.randn(2, 4, 1, 8, 8)
+    z = i2v_input(x, img)
+    assert z.shape == (2, 9, 3, 8, 8)
+    torch.testing.assert_close(z[:, :4], x)
+    torch.testing.assert_close(z[:, 4:8, :1], img)
+    assert z[:, 4:8, 1:].abs().sum() == 0  # zero-padded over time
+    assert z[:, 8, 0].eq(1).all() and z[:, 8, 1:].eq(0).all()  # mask: ones on the first latent frame
+    with pytest.raises(ValueError):
+        i2v_input(x, torch.randn(2, 4, 2, 8, 8))
+
+
+def test_widen_copies_old_and_zeroes_new():
+    conv = torch.nn.Conv3d(4, 8, (1, 2, 2), (1, 2, 2))
+    wide = widen_patch_embedding(conv, 9)
+    torch.testing.assert_close(wide.weight[:, :4], conv.weight)
+    assert wide.weight[:, 4:].abs().sum() == 0
+    torch.testing.assert_close(wide.bias, conv.bias)
+    with pytest.raises(ValueError):
+        widen_patch_embedding(conv, 3)
+
+
+def test_converted_model_equals_t2v_at_step_zero(tiny_dit_cfg):
+    cfg = tiny_dit_cfg
+    t2v = _randomise(tiny_transformer(cfg)).eval()
+    i2v = convert_t2v_to_i2v(copy.deepcopy(t2v)).eval()
+    assert i2v.config.in_channels == 2 * cfg.latent_channels + 1
+    assert i2v.config.image_condition_type == "latent_concat"
+    x, ctx, mask, pooled, img = _inputs(cfg)
+    t = torch.tensor([900.0, 250.0])
+    with torch.no_grad():
+        ref = t2v(x, t, ctx, mask, pooled, return_dict=False)[0]
+        out = i2v(i2v_input(x, img), t, ctx, mask, pooled, return_dict=False)[0]
+    assert ref.abs().mean() > 1e-3  # a non-trivial function
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # ...and once the new channels are trained, the image changes the output
+    with torch.no_grad():
+        i2v.x_embedder.proj.weight[:, cfg.latent_channels:].normal_(0, 0.1)
+        moved = i2v(i2v_input(x, img), t, ctx, mask, pooled, return_dict=False)[0]
+    assert (moved - ref).abs().mean() > 1e-3
+    with pytest.raises(ValueError):
+        convert_t2v_to_i2v(i2v)
+
+
+def test_video_dit_conditioning_and_mask_prefix(tiny_dit_cfg):
+    dit = _randomise(VideoDiT.tiny(tiny_dit_cfg, "i2v")).eval()
+    x, ctx, mask, pooled, img = _inputs(tiny_dit_cfg)
+    text = TextEmbedding(ctx, mask, pooled)
+    image = torch.rand(2, 3, 64, 64) * 2 - 1
+    cond = dit.condition(text, image, img)
+    assert cond.context.shape == (2, tiny_dit_cfg.image_tokens + 6, tiny_dit_cfg.text_dim)
+    # valid tokens form a prefix (the transformer's masking relies on it)
+    m = cond.mask.int()
+    assert torch.equal(m, m.cummin(dim=1).values)
+    assert cond.mask.sum(1).tolist() == [tiny_dit_cfg.image_tokens + 4, tiny_dit_cfg.image_tokens + 6]
+    dropped = dit.condition(text, image, img, drop_image=torch.tensor([True, False]))
+    assert dropped.context[0, : tiny_dit_cfg.image_tokens].abs().sum() == 0
+    assert dropped.context[1, : tiny_dit_cfg.image_tokens].abs().sum() > 0
+    with torch.no_grad():
+        v = dit(x, torch.tensor([0.5, 0.5]), cond)
+    assert v.shape == x.shape
+    with pytest.raises(ValueError):
+        dit.condition(text, None, img)
+    # padding tokens are ignored: changing them does not change the output
+    ctx2 = ctx.clone()
+    ctx2[0, 4:] += 5.0
+    with torch.no_grad():
+        v2 = dit(x, torch.tensor([0.5, 0.5]), dit.condition(TextEmbedding(ctx2, mask, pooled), image, img))
+    torch.testing.assert_close(v2, v, atol=1e-5, rtol=1e-5)
+
+
+def test_condition_cat_and_index(tiny_dit_cfg):
+    c = Condition(torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool), torch.randn(2, 8), torch.randn(2, 4, 1, 8, 8))
+    both = Condition.cat([c, c])
+    assert both.context.shape[0] == 4
+    torch.testing.assert_close(both.index(slice(2, 4)).image_latent, c.image_latent)
