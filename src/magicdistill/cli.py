@@ -31,14 +31,14 @@ def _quiet() -> None:
 
 
 def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+    typer.secho(f"error: {msg.splitlines()[0] if msg else 'failed'}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
 
 
 @app.command("train-vae")
 def train_vae_cmd(
     out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, vae/)"),
-    steps: int = typer.Option(1200, help="optimizer steps"),
+    steps: int = typer.Option(1000, help="optimizer steps"),
     batch_size: int = typer.Option(4),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
@@ -99,9 +99,55 @@ def train_cmd(
         _fail(str(e))
 
 
-def main() -> None:
+@app.command("generate")
+def generate_cmd(
+    prompt: str = typer.Option(..., help="what happens in the video"),
+    out: Path = typer.Option(..., help="output .mp4 path"),
+    image: Path = typer.Option(None, help="first frame (any size/aspect: resized to cover, centre-cropped)"),
+    steps: int = typer.Option(50, help="sampling steps"),
+    guidance: float = typer.Option(6.0, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance"),
+    shift: float = typer.Option(5.0, help="timestep shift s of the sigma schedule"),
+    seed: int = typer.Option(0),
+    frames: int = typer.Option(None, help="number of frames [default: the model's]"),
+    fps: float = typer.Option(None, help="frames per second of the mp4 [default: the model's]"),
+    model: Path = typer.Option(None, help="model folder [default: the shipped tiny teacher]"),
+    vae: Path = typer.Option(None, help="VAE folder [default: the model's]"),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+) -> None:
+    """Image(+text)-to-video: write a playable H.264 mp4 whose first frame is the image."""
+    _quiet()
+    import time
+
+    from .generate import generate
+
     try:
-        app()
+        t0 = time.time()
+        path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, seed=seed,
+                        frames=frames, fps=fps, model=model, vae=vae, device=device, dtype=dtype)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"done in {time.time() - t0:.1f} s", err=True)
+    typer.echo(str(path))
+
+
+def main() -> None:
+    try:  # typer >= 0.29 vendors its own click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as click_exc
+
+    try:
+        rc = app(standalone_mode=False)  # returns the exit code of typer.Exit raised in a command
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except click_exc.NoArgsIsHelpError:
+        sys.exit(0)
+    except click_exc.UsageError as e:  # unknown option, bad type, missing value: one line, exit 2
+        typer.secho(f"error: {e.format_message()}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except click_exc.ClickException as e:
+        typer.secho(f"error: {e.format_message()}", err=True, fg=typer.colors.RED)
+        sys.exit(e.exit_code or 1)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)

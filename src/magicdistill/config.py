@@ -59,15 +59,16 @@ class DataConfig(Strict):
 
 class VAETrainConfig(Strict):
     data: DataConfig = DataConfig()
-    latent_channels: int = Field(8, ge=1)
+    latent_channels: int = Field(16, ge=1)
     spatial_ratio: Literal[4, 8] = 4
     hidden: int = Field(96, ge=8)
     blocks: int = Field(2, ge=0)
     pca_clips: int = Field(64, ge=2)
-    steps: int = Field(1500, ge=1)
-    batch_size: int = Field(8, ge=1)
+    pool_clips: int = Field(512, ge=2)  # rendered once; batches are drawn from this pool
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(4, ge=1)
     clip_frames: int = Field(17, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(2e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0
@@ -77,7 +78,7 @@ class VAETrainConfig(Strict):
 class DiTConfig(Strict):
     """A small HunyuanVideoTransformer3DModel (the same class the 13B model uses)."""
 
-    latent_channels: int = 8
+    latent_channels: int = 16
     hidden_heads: int = 4
     head_dim: int = 32
     num_layers: int = 2  # dual-stream ("double") blocks

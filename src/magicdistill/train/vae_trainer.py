@@ -25,15 +25,13 @@ def synthetic_config(data) -> SyntheticVideoConfig:
                                 general_fraction=data.general_fraction)
 
 
-def vae_batch(source: SyntheticVideos, step: int, cfg: VAETrainConfig) -> torch.Tensor:
-    """The batch for ``step`` is fixed by (seed, step): resuming replays the same data order."""
+def vae_batch(pool: torch.Tensor, step: int, cfg: VAETrainConfig) -> torch.Tensor:
+    """The batch for ``step`` is fixed by (seed, step): resuming replays the same data order.
+    ``pool`` is (N, T, H, W, 3) uint8 clips rendered once."""
     rng = np.random.default_rng([cfg.seed, step])
-    clips = []
-    for i in range(cfg.batch_size):
-        frames = source.clip(step * cfg.batch_size + i).frames
-        start = int(rng.integers(0, frames.shape[0] - cfg.clip_frames + 1))
-        clips.append(frames_to_tensor(frames[start:start + cfg.clip_frames]))
-    return torch.stack(clips)
+    idx = rng.integers(0, len(pool), cfg.batch_size)
+    start = int(rng.integers(0, pool.shape[1] - cfg.clip_frames + 1))
+    return torch.stack([frames_to_tensor(pool[i, start:start + cfg.clip_frames].numpy()) for i in idx])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -58,19 +56,20 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
     run = Run(out, cfg, resume=resume)
     source = SyntheticVideos(synthetic_config(cfg.data), "train", cfg.data.seed)
     model = CausalPatchVAE(cfg.latent_channels, cfg.spatial_ratio, 4, cfg.hidden, cfg.blocks)
-    # 1. PCA initialisation from clips the training loop will also see (indices 0..)
-    model.init_pca(torch.stack([frames_to_tensor(source.clip(i).frames) for i in range(cfg.pca_clips)]))
+    pool = torch.from_numpy(np.stack([source.clip(i).frames for i in tqdm(range(cfg.pool_clips), desc="rendering clips")]))
+    # 1. PCA initialisation from clips of the training pool
+    model.init_pca(torch.stack([frames_to_tensor(pool[i].numpy()) for i in range(min(cfg.pca_clips, cfg.pool_clips))]))
     vae = VideoVAE(model).to(cfg.device)
     vae.check_frames(cfg.clip_frames)
     vae.check_frames(cfg.data.num_frames)
     opt = torch.optim.AdamW(vae.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * (1 - s / cfg.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (0.1 + 0.9 * (1 - s / cfg.steps)))
     start = run.resume({"vae": vae.model}, {"vae": opt}) if resume else 0
     for _ in range(start):
         sched.step()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-vae", unit="it")
     for step in bar:
-        x = vae_batch(source, step, cfg).to(cfg.device)
+        x = vae_batch(pool, step, cfg).to(cfg.device)
         post = vae.model.encode(x).latent_dist
         rec = vae.model.decode(post.sample()).sample
         l1 = (rec - x).abs().mean()

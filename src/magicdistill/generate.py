@@ -1,0 +1,71 @@
+"""``magicdistill generate``: validate inputs, load the pipeline, sample, write the mp4.
+
+Inputs are validated before any model is loaded, so a mistake costs milliseconds and leaves no
+output file. The mp4 is written atomically (video.write_mp4).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .config import torch_dtype
+from .pipeline import SHIPPED_DIR, I2VPipeline, read_record
+from .video import frames_to_tensor, load_image, tensor_to_frames, write_mp4
+
+
+def valid_frame_count(frames: int, temporal_ratio: int) -> int:
+    """The smallest 1 + r*k >= frames (the causal VAE's lengths); the video is trimmed back."""
+    return 1 + temporal_ratio * math.ceil((frames - 1) / temporal_ratio)
+
+
+def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: float, frames: int | None,
+               fps: float | None, dtype: str) -> None:
+    if not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty: describe the video with --prompt")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out must end in .mp4, got {out}")
+    if out.exists() and out.is_dir():
+        raise ValueError(f"--out {out} is a directory")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if guidance < 0:
+        raise ValueError(f"--guidance must be >= 0, got {guidance}")
+    if shift <= 0:
+        raise ValueError(f"--shift must be > 0, got {shift}")
+    if frames is not None and frames <= 0:
+        raise ValueError(f"--frames must be > 0, got {frames}")
+    if frames is not None and frames > 4096:
+        raise ValueError(f"--frames {frames} is too long for one window (max 4096)")
+    if fps is not None and not (0 < fps <= 240):
+        raise ValueError(f"--fps must be in (0, 240], got {fps}")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
+
+
+def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int = 50, guidance: float = 6.0,
+             shift: float = 5.0, seed: int = 0, frames: int | None = None, fps: float | None = None,
+             model: str | Path | None = None, vae: str | Path | None = None, device: str = "cpu",
+             dtype: str = "float32", progress: bool = True) -> Path:
+    out = Path(out)
+    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)
+    model_dir = Path(model) if model else SHIPPED_DIR / "teacher"
+    if image is None:
+        raise ValueError("--image is required (text-only generation comes with the image prior stage)")
+    # 1. the conditioning image, checked before loading models
+    meta = read_record(model_dir)
+    pixels = load_image(image, meta.get("height", 64), meta.get("width", 64))
+    if not (model_dir / "transformer" / "config.json").is_file():
+        raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
+    # 2. models
+    pipe = I2VPipeline.from_dir(model_dir, vae_dir=vae, device=device, dtype=torch_dtype(dtype))
+    n = frames or pipe.spec.num_frames
+    n_valid = valid_frame_count(n, pipe.vae.temporal_ratio)
+    cond_image = frames_to_tensor(pixels[None])[:, 0][None]
+    # 3. sample
+    video = pipe(cond_image, prompt, num_frames=n_valid, seed=seed, steps=steps, guidance=guidance, shift=shift,
+                 progress=progress)
+    # 4. write
+    return write_mp4(out, tensor_to_frames(video[:, :n]), fps or pipe.spec.fps)
