@@ -88,8 +88,7 @@ class I2VPipeline:
         model_dir = Path(model_dir)
         dit = VideoDiT.load(model_dir, dtype=dtype, device=device)
         meta = dit.meta
-        vae_path = Path(vae_dir) if vae_dir else (model_dir / meta.get("vae", "../vae")).resolve()
-        vae = load_vae(vae_path, dtype=dtype, device=device)
+        vae = load_vae(resolve_vae_dir(model_dir, vae_dir), dtype=dtype, device=device)
         enc = TextEncoder(text_encoder, max_tokens=meta.get("max_text_tokens", 64), device=device)
         spec = VideoSpec(meta["height"], meta["width"], meta["num_frames"], meta["fps"])
         return cls(dit, vae, enc, spec)
@@ -103,6 +102,20 @@ class I2VPipeline:
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
                             progress=progress)[0]
+
+
+def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:
+    """--vae if given; else a ``vae`` folder beside the model folder (how models are shipped);
+    else the VAE path recorded when the model was trained."""
+    if vae_dir:
+        return Path(vae_dir)
+    sibling = (Path(model_dir) / ".." / "vae").resolve()
+    if (sibling / "config.json").is_file():
+        return sibling
+    recorded = read_record(model_dir).get("vae")
+    if recorded:
+        return (Path(model_dir) / recorded).resolve()
+    raise ValueError(f"no VAE beside {model_dir} and none recorded in its dit.json: pass --vae DIR")
 
 
 def read_record(model_dir: Path) -> dict:
