@@ -1,0 +1,72 @@
+"""The DiT-feature discriminator (DMD2 / MagicDistillation): a small head on token features of the
+backbone, captured by forward hooks after chosen blocks.
+
+The paper reads features "after the final double block" of the LoRA'd fake DiT. Which backbone
+pass feeds it (the fake score, or the frozen teacher = LoRA scale 0) and which blocks are
+configurable [decision, method.md]. Block names: ``double:i`` (transformer_blocks[i]) and
+``single:i`` (single_transformer_blocks[i]) for Hunyuan; ``block:i`` (blocks[i]) for Wan.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+def resolve_blocks(transformer: nn.Module, names: list[str]) -> list[nn.Module]:
+    groups = {"double": "transformer_blocks", "single": "single_transformer_blocks", "block": "blocks"}
+    out = []
+    for name in names:
+        kind, _, idx = name.partition(":")
+        attr = groups.get(kind)
+        if attr is None or not hasattr(transformer, attr) or not idx.lstrip("-").isdigit():
+            raise ValueError(f"unknown feature block {name!r}; use e.g. double:-1, single:0 or block:3")
+        blocks = getattr(transformer, attr)
+        i = int(idx)
+        if not -len(blocks) <= i < len(blocks):
+            raise ValueError(f"feature block {name!r} out of range ({len(blocks)} {kind} blocks)")
+        out.append(blocks[i])
+    return out
+
+
+class FeatureTap:
+    """Records the latent-stream token output (B, N, D) of given blocks during a forward pass."""
+
+    def __init__(self, transformer: nn.Module, names: list[str]):
+        self.blocks = resolve_blocks(transformer, names)
+        self.features: list[torch.Tensor] = []
+        self._active = False
+        for b in self.blocks:
+            b.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if self._active:
+            self.features.append(output[0] if isinstance(output, tuple) else output)
+
+    @contextmanager
+    def capture(self) -> Iterator[list[torch.Tensor]]:
+        self.features = []
+        self._active = True
+        try:
+            yield self.features
+        finally:
+            self._active = False
+
+
+class DiscriminatorHead(nn.Module):
+    """Per tapped block: LayerNorm -> Linear -> SiLU -> Linear(1), averaged over tokens; summed."""
+
+    def __init__(self, dim: int, n_layers: int = 1, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or dim
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+            for _ in range(n_layers))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if len(features) != len(self.heads):
+            raise ValueError(f"expected {len(self.heads)} feature maps, got {len(features)}")
+        return sum(h(f.float()).mean(dim=(1, 2)) for h, f in zip(self.heads, features))
