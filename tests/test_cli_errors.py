@@ -87,3 +87,12 @@ def test_dry_run_prints_resolved_config(tmp_path):
     assert r.returncode == 0, r.stderr
     assert '"steps": 7' in r.stdout and '"task": "i2v"' in r.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_sampler_settings_precedence():
+    from magicdistill.generate import sampler_settings
+
+    assert sampler_settings({}, None, None, None) == (50, 6.0, 5.0)
+    gen = {"sampler": {"steps": 4, "shift": 5.0, "guidance": 1.0}}
+    assert sampler_settings(gen, None, None, None) == (4, 1.0, 5.0)
+    assert sampler_settings(gen, 8, 2.0, 3.0) == (8, 2.0, 3.0)

@@ -99,14 +99,60 @@ def train_cmd(
         _fail(str(e))
 
 
+@app.command("distill")
+def distill_cmd(
+    out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, samples/, generator/)"),
+    method: str = typer.Option("w2s", help="w2s (weak-to-strong DMD) | dmd (vanilla DMD2) | lcm | cfg (guidance "
+                                            "distillation) | euler (N-step teacher, nothing trained)"),
+    steps: int = typer.Option(4, help="the generator's sampling steps"),
+    iters: int = typer.Option(200, help="distillation iterations"),
+    teacher: Path = typer.Option(None, help="teacher model folder [default: the shipped tiny teacher]"),
+    alpha_weak: float = typer.Option(0.25, help="LoRA scale of the real score (0 = vanilla DMD2)"),
+    alpha_strong: float = typer.Option(1.0, help="LoRA scale of the fake score"),
+    lambda_reg: float = typer.Option(0.0, help="weight of the ground-truth regularisation L_reg"),
+    input_mode: str = typer.Option("noised_data", help="noised_data | backward_simulation"),
+    batch_size: int = typer.Option(4),
+    num_clips: int = typer.Option(1000, help="synthetic training clips to encode"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32"),
+    config: Path = typer.Option(None, help="a JSON DistillConfig instead of the flags"),
+    cache_dir: Path = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+) -> None:
+    """Distil the teacher into a few-step generator (MagicDistillation W2S, DMD2, or the Euler baseline)."""
+    _quiet()
+    from .config import DistillConfig
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        if config:
+            cfg = DistillConfig.from_json(config)
+        else:
+            cfg = DistillConfig.strict_update(
+                DistillConfig(), method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
+                alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, batch_size=batch_size,
+                num_clips=num_clips, seed=seed, device=device, dtype=dtype)
+        if dry_run:
+            typer.echo(cfg.model_dump_json(indent=1))
+            return
+        from .distill.trainer import distill
+
+        distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir)
+    except ValueError as e:
+        _fail(str(e))
+
+
 @app.command("generate")
 def generate_cmd(
     prompt: str = typer.Option(..., help="what happens in the video"),
     out: Path = typer.Option(..., help="output .mp4 path"),
     image: Path = typer.Option(None, help="first frame (any size/aspect: resized to cover, centre-cropped)"),
-    steps: int = typer.Option(50, help="sampling steps"),
-    guidance: float = typer.Option(6.0, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance"),
-    shift: float = typer.Option(5.0, help="timestep shift s of the sigma schedule"),
+    steps: int = typer.Option(None, help="sampling steps [default: the model's sampler; 50 for a teacher]"),
+    guidance: float = typer.Option(None, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance [default: 6, "
+                                              "or the model's]"),
+    shift: float = typer.Option(None, help="timestep shift s of the sigma schedule [default: 5]"),
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
     fps: float = typer.Option(None, help="frames per second of the mp4 [default: the model's]"),

@@ -122,3 +122,44 @@ class SampleConfig(Strict):
     steps: int = Field(50, ge=1)
     guidance: float = Field(6.0, ge=0)
     shift: float = Field(5.0, gt=0)
+
+
+class DistillConfig(Strict):
+    """Stage 2/3 of method.md: CFG distillation, LCM, DMD2 and weak-to-strong DMD."""
+
+    method: Literal["w2s", "dmd", "lcm", "cfg", "euler"] = "w2s"
+    steps: int = Field(4, ge=1)  # the generator's sampling steps
+    shift: float = Field(5.0, gt=0)  # sigma list = shift(linspace(1, 0, steps + 1))
+    iters: int = Field(200, ge=0)
+    batch_size: int = Field(4, ge=1)
+    generator_every: int = Field(5, ge=1)  # r: fake score / discriminator updated every iteration
+    alpha_weak: float = Field(0.25, ge=0)
+    alpha_strong: float = Field(1.0, gt=0)
+    lora_rank: int = Field(16, ge=1)
+    real_guidance: float = Field(6.0, ge=0)  # CFG of the real score (the teacher's)
+    input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"
+    lr_generator: float = Field(2e-5, gt=0)
+    lr_fake: float = Field(1e-4, gt=0)
+    grad_clip: float = Field(10.0, gt=0)
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    lambda_reg: float = Field(0.0, ge=0)
+    lambda_adv: float = Field(5e-3, ge=0)  # generator GAN weight (DMD2)
+    lambda_disc: float = Field(1e-2, ge=0)  # discriminator loss weight (DMD2)
+    disc_layers: tuple[str, ...] = ("double:-1",)
+    disc_features: Literal["fake", "teacher"] = "fake"
+    fake_sigma_min: float = Field(0.02, ge=0, le=1)
+    fake_sigma_max: float = Field(0.98, ge=0, le=1)
+    # CFG distillation (Magic 1-For-1 eq. 6-9)
+    cfg_min: float = Field(1.0, ge=0)
+    cfg_max: float = Field(8.0, ge=0)
+    lambda_cfg: float = Field(1.0, ge=0)
+    # LCM
+    lcm_teacher_steps: int = Field(50, ge=2)
+    lcm_guidance: float = Field(6.0, ge=0)
+    num_clips: int = Field(1000, ge=4)
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: DType = "float32"

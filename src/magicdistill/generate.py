@@ -45,17 +45,29 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
         raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
 
-def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int = 50, guidance: float = 6.0,
-             shift: float = 5.0, seed: int = 0, frames: int | None = None, fps: float | None = None,
-             model: str | Path | None = None, vae: str | Path | None = None, device: str = "cpu",
+TEACHER_SAMPLER = {"steps": 50, "guidance": 6.0, "shift": 5.0}
+
+
+def sampler_settings(meta: dict, steps: int | None, guidance: float | None, shift: float | None) -> tuple[int, float, float]:
+    """Explicit flags win; else the model folder's own sampler (a distilled generator records
+    its steps/shift/guidance); else the teacher's 50-step CFG defaults."""
+    rec = {**TEACHER_SAMPLER, **meta.get("sampler", {})}
+    return (rec["steps"] if steps is None else steps, rec["guidance"] if guidance is None else guidance,
+            rec["shift"] if shift is None else shift)
+
+
+def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int | None = None,
+             guidance: float | None = None, shift: float | None = None, seed: int = 0, frames: int | None = None,
+             fps: float | None = None, model: str | Path | None = None, vae: str | Path | None = None, device: str = "cpu",
              dtype: str = "float32", progress: bool = True) -> Path:
     out = Path(out)
-    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)
     model_dir = Path(model) if model else SHIPPED_DIR / "teacher"
+    meta = read_record(model_dir)
+    steps, guidance, shift = sampler_settings(meta, steps, guidance, shift)
+    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)
     if image is None:
         raise ValueError("--image is required (text-only generation comes with the image prior stage)")
     # 1. the conditioning image, checked before loading models
-    meta = read_record(model_dir)
     pixels = load_image(image, meta.get("height", 64), meta.get("width", 64))
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")

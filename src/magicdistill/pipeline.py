@@ -16,7 +16,8 @@ import torch
 from .models.dit import Condition, VideoDiT
 from .models.text import TextEmbedding, TextEncoder
 from .models.vae import VideoVAE, load_vae
-from .sampling import euler_sample
+from .flow import sigma_schedule
+from .sampling import consistency_sample, euler_sample
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SHIPPED_DIR = PACKAGE_ROOT / "checkpoints" / "tiny"
@@ -51,7 +52,8 @@ def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: Tex
 def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: TextEmbedding,
                  image: torch.Tensor | None, *, num_frames: int, generator: torch.Generator, steps: int = 50,
                  guidance: float = 6.0, shift: float = 5.0, sigmas: torch.Tensor | None = None,
-                 progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None) -> torch.Tensor:
+                 progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None,
+                 sampler: str = "euler") -> torch.Tensor:
     """-> video (B, 3, T, H, W) in [-1, 1] (or latents when ``decode`` is False).
 
     The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``."""
@@ -67,8 +69,16 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
     cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None)
     # 3. denoise; noise drawn on CPU from the caller's generator so results do not depend on device
     noise = torch.randn(shape, generator=generator).to(device)
-    latents = euler_sample(dit, noise, cond, steps=steps, shift=shift, uncond=uncond, guidance=guidance,
-                           sigmas=sigmas, progress=progress)
+    model = dit
+    if dit.transformer.config.guidance_embeds:  # CFG-distilled: w is an input, one forward per step
+        w = torch.tensor([float(guidance)], device=device)
+        model, uncond, guidance = (lambda x, s, c: dit(x, s, c, guidance=w)), None, 1.0
+    if sampler == "consistency":
+        latents = consistency_sample(model, noise, cond, sigmas=sigma_schedule(steps, shift) if sigmas is None else sigmas,
+                                     generator=generator, progress=progress)
+    else:
+        latents = euler_sample(model, noise, cond, steps=steps, shift=shift, uncond=uncond, guidance=guidance,
+                               sigmas=sigmas, progress=progress)
     # 4. the first latent frame *is* the image (causal VAE): keep it exact
     if image_latent is not None:
         latents[:, :, :1] = image_latent
@@ -99,9 +109,10 @@ class I2VPipeline:
             raise ValueError("the prompt is empty: describe the video")
         text = self.text_encoder([prompt])
         gen = torch.Generator().manual_seed(seed)
+        kind = getattr(self.dit, "meta", {}).get("sampler", {}).get("kind", "euler")
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
-                            progress=progress)[0]
+                            progress=progress, sampler=kind)[0]
 
 
 def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:

@@ -13,6 +13,11 @@ Real VAEs (Hunyuan, Wan) plug into the same ``VideoVAE`` adapter.
 Causality: the encoder mixes space only within a latent frame; the decoder adds a causal
 temporal conv (kernel 2 over latent frames), so latent frame t depends on pixels <= its group
 and decoded frames depend on latents <= theirs. Hence decoding can be chunked over time.
+
+The first frame is encoded as a *static group* (itself repeated r times) through the same path
+as every other group, as causal-conv VAEs do with replicate padding: a still video has equal
+latent frames, so the image-to-video DiT's image latent lives in the same space as the frames it
+predicts (measured: with a separate first-frame basis the DiT could not even copy the image).
 """
 
 from __future__ import annotations
@@ -51,54 +56,48 @@ class CausalPatchVAE(ModelMixin, ConfigMixin):
                  blocks: int = 2, latents_mean: list[float] | None = None, latents_std: list[float] | None = None):
         super().__init__()
         c, s, r = latent_channels, spatial_ratio, temporal_ratio
-        self.p_first, self.p_rest = 3 * s * s, 3 * r * s * s
-        # linear (PCA) paths; mean rows get the principal directions, logvar starts at std ~ 0.02
-        self.enc_first, self.enc_rest = nn.Linear(self.p_first, 2 * c), nn.Linear(self.p_rest, 2 * c)
-        self.dec_first, self.dec_rest = nn.Linear(c, self.p_first), nn.Linear(c, self.p_rest)
+        self.p = 3 * r * s * s  # one patch: r frames x s x s pixels x RGB
+        # linear (PCA) path; mean rows get the principal directions, logvar starts at std ~ 0.02
+        self.enc_lin, self.dec_lin = nn.Linear(self.p, 2 * c), nn.Linear(c, self.p)
         # nonlinear residual branches (output layers zero-initialised)
-        self.enc_in_first, self.enc_in_rest = nn.Linear(self.p_first, hidden), nn.Linear(self.p_rest, hidden)
+        self.enc_in = nn.Linear(self.p, hidden)
         self.enc_blocks = nn.ModuleList(_ResBlock(hidden, temporal=False) for _ in range(blocks))
         self.enc_out = nn.Conv2d(hidden, 2 * c, 1)
         self.dec_in = nn.Conv2d(c, hidden, 1)
         self.dec_blocks = nn.ModuleList(_ResBlock(hidden, temporal=True) for _ in range(blocks))
-        self.dec_out_first, self.dec_out_rest = nn.Conv2d(hidden, self.p_first, 1), nn.Conv2d(hidden, self.p_rest, 1)
+        self.dec_out = nn.Conv2d(hidden, self.p, 1)
         self.refine = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1))
         with torch.no_grad():
-            for layer in (self.enc_out, self.dec_out_first, self.dec_out_rest, self.refine[2]):
+            for layer in (self.enc_out, self.dec_out, self.refine[2]):
                 layer.weight.zero_()
                 layer.bias.zero_()
-            for lin in (self.enc_first, self.enc_rest):
-                lin.weight[c:].zero_()
-                lin.bias[c:].fill_(-8.0)
+            self.enc_lin.weight[c:].zero_()
+            self.enc_lin.bias[c:].fill_(-8.0)
 
     # --- patch layout -------------------------------------------------------------------------
-    def _patches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 3, T, H, W) -> first (B, h, w, 3*s*s), rest (B, k, h, w, 3*r*s*s)."""
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, T, H, W), T = 1 + r*k -> (B, 1 + k, h, w, 3*r*s*s); group 0 is frame 0 repeated."""
         b, _, t, hh, ww = x.shape
         s, r = self.config.spatial_ratio, self.config.temporal_ratio
         if (t - 1) % r or hh % s or ww % s:
             raise ValueError(f"video {t}x{hh}x{ww} must be (1 + {r}k) frames of a multiple of {s} pixels")
         h, w, k = hh // s, ww // s, (t - 1) // r
-        first = x[:, :, 0].reshape(b, 3, h, s, w, s).permute(0, 2, 4, 1, 3, 5).reshape(b, h, w, self.p_first)
-        rest = x[:, :, 1:].reshape(b, 3, k, r, h, s, w, s).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, k, h, w, self.p_rest)
-        return first, rest
+        x = torch.cat([x[:, :, :1].expand(-1, -1, r, -1, -1), x[:, :, 1:]], dim=2)
+        return x.reshape(b, 3, k + 1, r, h, s, w, s).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, k + 1, h, w, self.p)
 
-    def _unpatch(self, first: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = first.shape
-        k = rest.shape[1]
+    def _unpatch(self, patches: torch.Tensor) -> torch.Tensor:
+        """Inverse of _patches; of the first (static) group only its first frame is kept."""
+        b, g, h, w, _ = patches.shape
         s, r = self.config.spatial_ratio, self.config.temporal_ratio
-        f = first.reshape(b, h, w, 3, s, s).permute(0, 3, 1, 4, 2, 5).reshape(b, 3, 1, h * s, w * s)
-        rr = rest.reshape(b, k, h, w, 3, r, s, s).permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, 3, k * r, h * s, w * s)
-        return torch.cat([f, rr], dim=2)
+        v = patches.reshape(b, g, h, w, 3, r, s, s).permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, 3, g * r, h * s, w * s)
+        return v[:, :, r - 1:]
 
     # --- encode / decode -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, return_dict: bool = True):
-        first, rest = self._patches(x)
-        b, k, h, w, _ = rest.shape
-        lin = torch.cat([self.enc_first(first)[:, None], self.enc_rest(rest)], dim=1)  # (B, T', h, w, 2C)
-        hid = torch.cat([self.enc_in_first(first)[:, None], self.enc_in_rest(rest)], dim=1)
-        t = k + 1
-        hid = hid.permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)
+        patches = self._patches(x)
+        b, t, h, w, _ = patches.shape
+        lin = self.enc_lin(patches)  # (B, T', h, w, 2C)
+        hid = self.enc_in(patches).permute(0, 1, 4, 2, 3).reshape(b * t, -1, h, w)
         for blk in self.enc_blocks:
             hid = blk(hid, t)
         res = self.enc_out(F.silu(hid)).view(b, t, -1, h, w)
@@ -108,17 +107,12 @@ class CausalPatchVAE(ModelMixin, ConfigMixin):
 
     def decode(self, z: torch.Tensor, return_dict: bool = True):
         b, c, t, h, w = z.shape
-        zt = z.permute(0, 2, 3, 4, 1)  # (B, T', h, w, C)
-        first, rest = self.dec_first(zt[:, 0]), self.dec_rest(zt[:, 1:])
+        lin = self.dec_lin(z.permute(0, 2, 3, 4, 1))  # (B, T', h, w, P)
         hid = self.dec_in(z.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
         for blk in self.dec_blocks:
             hid = blk(hid, t)
-        hid = F.silu(hid).view(b, t, -1, h, w)
-        first = first + self.dec_out_first(hid[:, 0]).permute(0, 2, 3, 1)
-        if t > 1:
-            rest = rest + self.dec_out_rest(hid[:, 1:].reshape(b * (t - 1), -1, h, w)).view(
-                b, t - 1, -1, h, w).permute(0, 1, 3, 4, 2)
-        video = self._unpatch(first, rest)
+        res = self.dec_out(F.silu(hid)).view(b, t, -1, h, w).permute(0, 1, 3, 4, 2)
+        video = self._unpatch(lin + res)
         frames = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, video.shape[-2], video.shape[-1])
         frames = frames + self.refine(frames)
         video = frames.view(b, -1, 3, frames.shape[-2], frames.shape[-1]).permute(0, 2, 1, 3, 4)
@@ -127,16 +121,14 @@ class CausalPatchVAE(ModelMixin, ConfigMixin):
     # --- PCA initialisation ------------------------------------------------------------------------
     @torch.no_grad()
     def init_pca(self, videos: torch.Tensor) -> None:
-        """Set the linear encode/decode paths to the top principal directions of the patches of
+        """Set the linear encode/decode path to the top principal directions of the patches of
         ``videos`` (B, 3, T, H, W) in [-1, 1]; the decoder is the encoder's transpose."""
-        first, rest = self._patches(videos)
+        patches = self._patches(videos).reshape(-1, self.p)
         c = self.config.latent_channels
-        for patches, enc, dec in ((first.reshape(-1, self.p_first), self.enc_first, self.dec_first),
-                                  (rest.reshape(-1, self.p_rest), self.enc_rest, self.dec_rest)):
-            mu = patches.mean(0)
-            _, _, v = torch.linalg.svd(patches - mu, full_matrices=False)
-            basis = v[:c]  # (C, P)
-            enc.weight[:c] = basis
-            enc.bias[:c] = -basis @ mu
-            dec.weight.copy_(basis.T)
-            dec.bias.copy_(mu)
+        mu = patches.mean(0)
+        _, _, v = torch.linalg.svd(patches - mu, full_matrices=False)
+        basis = v[:c]  # (C, P)
+        self.enc_lin.weight[:c] = basis
+        self.enc_lin.bias[:c] = -basis @ mu
+        self.dec_lin.weight.copy_(basis.T)
+        self.dec_lin.bias.copy_(mu)

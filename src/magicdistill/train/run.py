@@ -21,7 +21,8 @@ class NonFiniteLoss(RuntimeError):
 class Run:
     """``<out>/config.json``, ``<out>/metrics.jsonl``, ``<out>/checkpoint`` (latest), ``<out>/samples``."""
 
-    def __init__(self, out: str | Path, config: Strict, *, resume: bool = False):
+    def __init__(self, out: str | Path, config: Strict, *, resume: bool = False, may_change: tuple[str, ...] = ()):
+        """``may_change``: top-level config keys a resumed run may alter (e.g. its length)."""
         self.dir = Path(out)
         self.config = config
         cfg_file = self.dir / "config.json"
@@ -29,8 +30,11 @@ class Run:
             if not (self.dir / "checkpoint" / "meta.json").is_file():
                 raise ValueError(f"--resume given but {self.dir} holds no checkpoint")
             saved = json.loads(cfg_file.read_text())
-            if saved != json.loads(config.model_dump_json()):
-                raise ValueError(f"--resume with a different config than {cfg_file}; use a new --out")
+            new = json.loads(config.model_dump_json())
+            changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k) and k not in may_change)
+            if changed:
+                raise ValueError(f"--resume with a config that differs from {cfg_file} in {', '.join(changed)}; "
+                                 "use a new --out")
         elif (self.dir / "checkpoint").exists():
             raise ValueError(f"{self.dir} already holds a run; pass --resume to continue it or choose a new --out")
         self.dir.mkdir(parents=True, exist_ok=True)

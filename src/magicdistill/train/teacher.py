@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import TeacherTrainConfig, torch_dtype
+from ..config import DataConfig, TeacherTrainConfig, torch_dtype
 from ..data.latent_cache import LatentSet, build_latent_set, cache_key, load_latent_set, save_latent_set
 from ..data.synthetic import SyntheticVideos
 from ..distill.losses import flow_matching_loss
@@ -85,12 +85,14 @@ def lr_lambda(cfg: TeacherTrainConfig):
     return f
 
 
-def latent_set_for(cfg: TeacherTrainConfig, split: str, n: int, vae: VideoVAE, enc: TextEncoder, cache_dir: Path) -> LatentSet:
-    key = cache_key(cfg.vae_dir, cfg.data.model_dump(), split, n, cfg.dit.max_text_tokens)
+def latent_set_for(data_cfg: DataConfig, vae_dir: str, split: str, n: int, vae: VideoVAE, enc: TextEncoder,
+                   cache_dir: Path) -> LatentSet:
+    """The encoded synthetic clips of ``split``, from the cache when it was built the same way."""
+    key = cache_key(vae_dir, data_cfg.model_dump(), split, n, enc.max_tokens)
     path = cache_dir / f"latents_{split}_{key}.safetensors"
     data = load_latent_set(path, key)
     if data is None:
-        source = SyntheticVideos(synthetic_config(cfg.data), split, cfg.data.seed)
+        source = SyntheticVideos(synthetic_config(data_cfg), split, data_cfg.seed)
         data = build_latent_set(source, n, vae, enc, desc=f"encoding {split} clips")
         cache_dir.mkdir(parents=True, exist_ok=True)
         save_latent_set(data, path, key)
@@ -115,7 +117,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     if not cfg.vae_dir:
         raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
     torch.manual_seed(cfg.seed)
-    run = Run(out, cfg, resume=resume)
+    run = Run(out, cfg, resume=resume, may_change=("steps",))
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     vae = load_vae(cfg.vae_dir, device=device)
     vae.check_frames(cfg.data.num_frames)
@@ -125,8 +127,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     null_text = enc([""])
     # 1. data
     cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-    data = latent_set_for(cfg, "train", cfg.num_clips, vae, enc, cdir)
-    test = latent_set_for(cfg, "test", 16, vae, enc, cdir)
+    data = latent_set_for(cfg.data, cfg.vae_dir, "train", cfg.num_clips, vae, enc, cdir)
+    test = latent_set_for(cfg.data, cfg.vae_dir, "test", 16, vae, enc, cdir)
     if data.latents.shape[1] != cfg.dit.latent_channels:
         raise ValueError(f"VAE latent channels {data.latents.shape[1]} != dit.latent_channels {cfg.dit.latent_channels}")
     # 2. model

@@ -1,0 +1,87 @@
+"""CFG distillation (Magic 1-For-1 section 3.1, eq. 6-9): the guidance scale becomes a model input.
+
+The student is a copy of the teacher with a guidance embedder (HunyuanVideo's own
+``guidance_embeds`` path: a timestep-style embedding of w added to the time embedding). Its last
+projection starts at zero, so the student is exactly the teacher at step 0. Training:
+  L = lambda_cfg * || v_hat(x, s, w, c) - v_s(x, s, w, c) ||^2 + L_base,  w ~ U[w_min, w_max],
+with v_hat = v_u + w (v_c - v_u) the teacher's CFG output and L_base the flow-matching loss of the
+student at w = 1 (where CFG is the conditional output).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..config import DistillConfig
+from ..flow import add_noise, sample_training_sigma
+from ..models.dit import VideoDiT
+from ..sampling import guided_velocity
+from ..train.ema import EMA
+from . import losses
+from .w2s import DistillBatch
+
+
+def add_guidance_input(dit: VideoDiT) -> VideoDiT:
+    """Give a (Hunyuan) DiT a guidance-scale input whose projection is zero: outputs are unchanged."""
+    from diffusers.models.embeddings import TimestepEmbedding
+
+    t = dit.transformer
+    if t.config.guidance_embeds:
+        raise ValueError("the model already takes a guidance input")
+    emb = t.time_text_embed
+    dim = emb.timestep_embedder.linear_2.out_features
+    ref = emb.timestep_embedder.linear_1.weight
+    guidance = TimestepEmbedding(in_channels=256, time_embed_dim=dim).to(ref.device, ref.dtype)
+    with torch.no_grad():
+        guidance.linear_2.weight.zero_()
+        guidance.linear_2.bias.zero_()
+    emb.guidance_embedder = guidance
+    t.register_to_config(guidance_embeds=True)
+    return dit
+
+
+class CFGDistillMethod:
+    def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
+        if cfg.cfg_min > cfg.cfg_max:
+            raise ValueError(f"cfg_min ({cfg.cfg_min}) must not exceed cfg_max ({cfg.cfg_max})")
+        self.cfg = cfg
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.generator = add_guidance_input(copy.deepcopy(teacher)).train().requires_grad_(True)
+        self.ema = EMA(self.generator, cfg.ema_decay)
+        self.opt = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, weight_decay=0.0)
+
+    def step(self, batch: DistillBatch, it: int, g: torch.Generator) -> dict[str, float]:
+        cfg, device = self.cfg, batch.x_gt.device
+        b = batch.x_gt.shape[0]
+        with torch.no_grad():
+            cond = self.teacher.condition(batch.text, batch.image, batch.image_latent)
+            uncond = self.teacher.condition(batch.null_text, batch.image, batch.image_latent)
+        s_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
+        # L_cfg at a random guidance scale
+        w = (torch.rand(b, generator=g) * (cfg.cfg_max - cfg.cfg_min) + cfg.cfg_min).to(device)
+        sigma = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
+        eps = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        x_t = add_noise(batch.x_gt, eps, sigma)
+        with torch.no_grad():
+            v_hat = guided_velocity(self.teacher, x_t, sigma, cond, uncond, w)
+        loss_cfg = losses.cfg_distill_loss(self.generator(x_t, sigma, s_cond, guidance=w), v_hat)
+        # L_base at w = 1
+        sigma2 = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
+        eps2 = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        v_base = self.generator(add_noise(batch.x_gt, eps2, sigma2), sigma2, s_cond, guidance=torch.ones(b, device=device))
+        loss_base = losses.flow_matching_loss(v_base, batch.x_gt, eps2)
+        loss = cfg.lambda_cfg * loss_cfg + loss_base
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip).item()
+        self.opt.step()
+        self.ema.update(self.generator)
+        return {"loss_cfg": loss_cfg.item(), "loss_base": loss_base.item(), "grad_norm_generator": gnorm}
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "ema": self.ema.shadow}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt}

@@ -1,0 +1,122 @@
+"""``magicdistill distill``: the loop around a distillation method.
+
+1. load the teacher (+ its VAE and text encoder) and the encoded synthetic clips;
+2. build the method (w2s / dmd: W2SMethod; euler: nothing to train);
+3. iterate: a seeded batch, ``method.step``; telemetry, checkpoints (every state needed to resume),
+   sample videos;
+4. save the EMA generator as a model folder whose ``dit.json`` carries its sampler
+   (steps, shift, guidance 1), so ``magicdistill generate --model DIR`` samples it correctly.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..config import DataConfig, DistillConfig, torch_dtype
+from ..data.latent_cache import LatentSet
+from ..models.dit import VideoDiT
+from ..models.text import TextEmbedding, TextEncoder
+from ..models.vae import load_vae
+from ..pipeline import read_record, resolve_vae_dir, sample_video
+from ..train.run import Run
+from ..train.teacher import latent_set_for, step_generator
+from ..video import tensor_to_frames, write_mp4
+from .cfg_distill import CFGDistillMethod
+from .lcm import LCMMethod
+from .w2s import DistillBatch, W2SMethod
+
+
+def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device) -> DistillBatch:
+    b = len(idx)
+    null = TextEmbedding(null_text.tokens.expand(b, -1, -1), null_text.mask.expand(b, -1), null_text.pooled.expand(b, -1))
+    return DistillBatch(data.latents[idx].to(device), data.text.index(idx).to(device, torch.float32), null.to(device),
+                        data.first_frame_pixels(idx).to(device), data.image_latents[idx].to(device))
+
+
+def build_method(teacher: VideoDiT, cfg: DistillConfig):
+    if cfg.method in ("w2s", "dmd"):
+        return W2SMethod(teacher, cfg)
+    if cfg.method == "lcm":
+        return LCMMethod(teacher, cfg)
+    if cfg.method == "cfg":
+        return CFGDistillMethod(teacher, cfg)
+    raise ValueError(f"unknown method {cfg.method!r}")
+
+
+def sampler_record(cfg: DistillConfig) -> dict:
+    """How the distilled model samples; stored in its dit.json and used by ``generate``."""
+    if cfg.method == "lcm":
+        return {"kind": "consistency", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
+    if cfg.method in ("cfg", "euler"):  # the guidance scale is an input (cfg) or real CFG (euler)
+        return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 6.0}
+    return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
+
+
+def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
+            cache_dir: str | Path | None = None) -> Path:
+    teacher_dir = Path(teacher_dir)
+    meta = read_record(teacher_dir)
+    if not meta:
+        raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
+    if cfg.method == "dmd":
+        cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
+    run = Run(out, cfg, resume=resume, may_change=("iters",))
+    device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
+    torch.manual_seed(cfg.seed)
+    sampler = sampler_record(cfg)
+    # 1. models and data
+    teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
+    vae_dir = resolve_vae_dir(teacher_dir)
+    if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
+        final = run.dir / "generator"
+        shutil.rmtree(final, ignore_errors=True)
+        teacher.save(final, **{**meta, "method": "euler", "sampler": sampler})
+        print(final)
+        return final
+    vae = load_vae(vae_dir, dtype=dtype, device=device)
+    enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
+    null_text = enc([""])
+    data_cfg = DataConfig(height=meta["height"], width=meta["width"], num_frames=meta["num_frames"], fps=meta["fps"])
+    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+    data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+    test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
+    # 2. method
+    method = build_method(teacher, cfg)
+    start = run.resume(method.modules(), method.optimizers()) if resume else 0
+    # 3. loop
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc=f"distill {cfg.method}", unit="it")
+    for it in bar:
+        g = step_generator(cfg.seed, it)
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        metrics = method.step(make_batch(data, idx, null_text, device), it, g)
+        if (it + 1) % cfg.log_every == 0 or it == start:
+            run.log(it + 1, **metrics)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
+            run.save(it + 1, method.modules(), method.optimizers())
+        if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
+            write_generator_samples(run, it + 1, method.ema.shadow, vae, test, null_text, cfg, meta)
+    # 4. the EMA generator
+    final = run.dir / "generator"
+    shutil.rmtree(final, ignore_errors=True)
+    method.ema.shadow.save(final, **{**meta, "method": cfg.method, "sampler": sampler})
+    print(final)
+    return final
+
+
+@torch.no_grad()
+def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: LatentSet, null_text: TextEmbedding,
+                            cfg: DistillConfig, meta: dict, n: int = 2) -> Path:
+    idx = torch.arange(n)
+    rec = sampler_record(cfg)
+    video = sample_video(generator, vae, test.text.index(idx).to(dtype=torch.float32), null_text,
+                         test.first_frame_pixels(idx), num_frames=meta["num_frames"],
+                         generator=torch.Generator().manual_seed(cfg.seed), steps=cfg.steps, shift=cfg.shift,
+                         guidance=rec["guidance"], sampler=rec["kind"])
+    truth = vae.decode(test.latents[idx])
+    grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)
+    return write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"])

@@ -1,0 +1,229 @@
+"""DMD2 with weak-to-strong distribution matching (MagicDistillation / W2SVD), method.md stage 3.
+
+One frozen backbone (the teacher) carries one LoRA:
+  real score  = backbone, LoRA at alpha_weak, with the teacher's CFG;
+  fake score  = backbone, LoRA at alpha_strong, no CFG;
+  generator   = a separate trainable copy of the teacher.
+alpha_weak = 0 is vanilla DMD2 with a LoRA fake score (``--method dmd``).
+
+The method owns the update schedule: the fake score (LoRA) and the discriminator head are updated
+every iteration, the generator every ``generator_every``-th (r = 5 in the paper).
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from ..config import DistillConfig
+from ..flow import add_noise, shift_sigma, sigma_schedule, x0_from_v
+from ..models.dit import Condition, VideoDiT
+from ..models.discriminator import DiscriminatorHead, FeatureTap
+from ..models.lora import SharedLoRA
+from ..models.text import TextEmbedding
+from ..sampling import guided_velocity
+from ..train.ema import EMA
+from . import losses
+
+
+@dataclass
+class DistillBatch:
+    x_gt: torch.Tensor  # (B, C, T, h, w) clean latents
+    text: TextEmbedding
+    null_text: TextEmbedding  # the empty prompt, batch-expanded
+    image: torch.Tensor | None  # (B, 3, H, W) first frames in [-1, 1]
+    image_latent: torch.Tensor | None  # (B, C, 1, h, w)
+
+
+@contextmanager
+def frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Temporarily stop gradients into ``params`` (they stay frozen only inside the block)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def keep_first_frame(x0: torch.Tensor, image_latent: torch.Tensor | None) -> torch.Tensor:
+    """I2V: the first latent frame is the image, in training exactly as at inference."""
+    if image_latent is None:
+        return x0
+    return torch.cat([image_latent.to(x0.dtype), x0[:, :, 1:]], dim=2)
+
+
+class W2SMethod:
+    def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
+        if cfg.alpha_weak >= cfg.alpha_strong:
+            raise ValueError(f"alpha_weak ({cfg.alpha_weak}) must be below alpha_strong ({cfg.alpha_strong})")
+        self.cfg = cfg
+        # the generator: a separate, fully trainable copy of the teacher, made before the LoRA exists
+        self.generator = copy.deepcopy(teacher).train().requires_grad_(True)
+        self.ema = EMA(self.generator, cfg.ema_decay)
+        # the shared backbone: the teacher itself, frozen, with one LoRA
+        self.backbone = teacher.eval().requires_grad_(False)
+        self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank)
+        self.tap = FeatureTap(self.backbone.transformer, list(cfg.disc_layers))
+        dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
+        device = next(teacher.parameters()).device
+        self.head = DiscriminatorHead(dim, len(cfg.disc_layers)).to(device)
+        self.sigmas = sigma_schedule(cfg.steps, cfg.shift)  # inference schedule; generator trains at sigmas[:-1]
+        self.fake_params = self.lora.parameters() + list(self.head.parameters())
+        self.opt_generator = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.99),
+                                               weight_decay=0.0)
+        self.opt_fake = torch.optim.AdamW(self.fake_params, lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
+
+    # --- schedule (owned by the method) ----------------------------------------------------------
+    def generator_turn(self, it: int) -> bool:
+        return it % self.cfg.generator_every == 0
+
+    # --- scores ----------------------------------------------------------------------------------
+    def _score_x0(self, x_t, sigma, cond: Condition, uncond: Condition | None, scale: float, guidance: float):
+        with self.lora.scaled(scale):
+            v = guided_velocity(self.backbone, x_t, sigma, cond, uncond, guidance)
+        return x0_from_v(x_t, v, sigma)
+
+    def _features_logits(self, x_t, sigma, cond: Condition) -> torch.Tensor:
+        scale = self.cfg.alpha_strong if self.cfg.disc_features == "fake" else 0.0
+        with self.lora.scaled(scale), self.tap.capture() as feats:
+            self.backbone(x_t, sigma, cond)
+        return self.head(feats)
+
+    def _fake_sigma(self, b: int, g: torch.Generator, device) -> torch.Tensor:
+        u = torch.rand(b, generator=g) * (self.cfg.fake_sigma_max - self.cfg.fake_sigma_min) + self.cfg.fake_sigma_min
+        return shift_sigma(u, self.cfg.shift).to(device)
+
+    # --- generator input ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _generator_input(self, batch: DistillBatch, gen_cond: Condition, g: torch.Generator):
+        b, device = batch.x_gt.shape[0], batch.x_gt.device
+        i = torch.randint(len(self.sigmas) - 1, (1,), generator=g).item()
+        sigma = self.sigmas[i].expand(b).to(device)
+        eps = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        if self.cfg.input_mode == "noised_data" or i == 0:
+            return add_noise(batch.x_gt, eps, sigma), sigma
+        # DMD2 backward simulation: the generator's own Euler rollout from noise down to sigma_i
+        x = eps
+        for k in range(i):
+            s = self.sigmas[k].expand(b).to(device)
+            x0 = keep_first_frame(x0_from_v(x, self.generator(x, s, gen_cond), s), batch.image_latent)
+            v = (x - x0) / s.view(-1, 1, 1, 1, 1)
+            x = x + (self.sigmas[k + 1] - self.sigmas[k]) * v
+        return x, sigma
+
+    # --- one iteration -------------------------------------------------------------------------------
+    def conditions(self, batch: DistillBatch) -> tuple[Condition, Condition]:
+        with torch.no_grad():
+            return (self.backbone.condition(batch.text, batch.image, batch.image_latent),
+                    self.backbone.condition(batch.null_text, batch.image, batch.image_latent))
+
+    def generate(self, batch: DistillBatch, g: torch.Generator, *, grad: bool) -> torch.Tensor:
+        """Steps 1-2: x_gen = x_in - sigma_i G(x_in, sigma_i, c), x_in noised data or a rollout."""
+        with torch.set_grad_enabled(grad):
+            gen_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
+            x_in, sigma_in = self._generator_input(batch, gen_cond, g)
+            return keep_first_frame(x0_from_v(x_in, self.generator(x_in, sigma_in, gen_cond), sigma_in),
+                                    batch.image_latent)
+
+    def step(self, batch: DistillBatch, it: int, g: torch.Generator) -> dict[str, float]:
+        cond, uncond = self.conditions(batch)
+        gen_turn = self.generator_turn(it)
+        x_gen = self.generate(batch, g, grad=gen_turn)
+        metrics = self.generator_update(batch, x_gen, cond, uncond, g) if gen_turn else {}
+        metrics.update(self.fake_update(batch, x_gen, cond, g))
+        for k, v in metrics.items():
+            if not torch.isfinite(torch.tensor(v)):
+                raise losses.NonFiniteError(f"non-finite {k} = {v} at iteration {it}")
+        return metrics
+
+    def generator_update(self, batch: DistillBatch, x_gen: torch.Tensor, cond: Condition, uncond: Condition,
+                         g: torch.Generator) -> dict[str, float]:
+        """Step 3: L_G = L_DMD + lambda_reg L_reg + lambda_adv L_G,adv; only the generator learns."""
+        cfg, device, b = self.cfg, x_gen.device, x_gen.shape[0]
+        metrics: dict[str, float] = {}
+        with frozen(self.fake_params):
+            sigma = self._fake_sigma(b, g, device)
+            x_t = add_noise(x_gen, torch.randn(x_gen.shape, generator=g).to(device), sigma)
+            with torch.no_grad():
+                x0_real = self._score_x0(x_t, sigma, cond, uncond, cfg.alpha_weak, cfg.real_guidance)
+                x0_fake = self._score_x0(x_t, sigma, cond, None, cfg.alpha_strong, 1.0)
+            dmd = losses.dmd_loss(x_gen, x0_real, x0_fake)
+            loss = dmd.loss
+            metrics.update(loss_dmd=dmd.loss.item(), dmd_normaliser=dmd.normaliser.mean().item(),
+                           dmd_grad_abs=dmd.grad.abs().mean().item())
+            if cfg.lambda_reg > 0:
+                reg = losses.regularisation_loss(x_gen, batch.x_gt, x0_fake)
+                loss = loss + cfg.lambda_reg * reg.loss
+                metrics["loss_reg"] = reg.loss.item()
+            if cfg.lambda_adv > 0:
+                adv = losses.gan_generator_loss(self._features_logits(x_t, sigma, cond))
+                loss = loss + cfg.lambda_adv * adv
+                metrics["loss_g_adv"] = adv.item()
+            self.opt_generator.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics["grad_norm_generator"] = _clip(self.generator.parameters(), cfg.grad_clip)
+            self.opt_generator.step()
+            self.ema.update(self.generator)
+        return metrics
+
+    def fake_update(self, batch: DistillBatch, x_gen: torch.Tensor, cond: Condition,
+                    g: torch.Generator) -> dict[str, float]:
+        """Step 4: the LoRA (at alpha_strong) learns the generator's distribution by flow matching;
+        the head learns to tell noised generated from noised ground-truth latents."""
+        cfg, device, b = self.cfg, x_gen.device, x_gen.shape[0]
+        x_fake = x_gen.detach()
+        sigma = self._fake_sigma(b, g, device)
+        eps = torch.randn(x_fake.shape, generator=g).to(device)
+        x_t = add_noise(x_fake, eps, sigma)
+        with self.lora.scaled(cfg.alpha_strong), self.tap.capture() as feats:
+            v_fake = self.backbone(x_t, sigma, cond)
+        loss_fake = losses.flow_matching_loss(v_fake, x_fake, eps)
+        loss = loss_fake
+        metrics = {"loss_fake": loss_fake.item()}
+        if cfg.lambda_disc > 0:
+            logits_fake = self.head(feats) if cfg.disc_features == "fake" else self._features_logits(x_t, sigma, cond)
+            logits_real = self._features_logits(add_noise(batch.x_gt, eps, sigma), sigma, cond)
+            loss_d = losses.gan_discriminator_loss(logits_fake, logits_real)
+            loss = loss + cfg.lambda_disc * loss_d
+            metrics.update(loss_d=loss_d.item(), d_real=logits_real.mean().item(), d_fake=logits_fake.mean().item())
+        self.opt_fake.zero_grad(set_to_none=True)
+        with frozen(list(self.generator.parameters())):
+            loss.backward()
+        metrics["grad_norm_fake"] = _clip(self.fake_params, cfg.grad_clip)
+        self.opt_fake.step()
+        return metrics
+
+    # --- state for checkpoints ------------------------------------------------------------------------
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "ema": self.ema.shadow, "head": self.head, "lora": _LoRAModule(self.lora)}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_generator, "fake": self.opt_fake}
+
+
+def _clip(params, max_norm: float) -> float:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    return torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+
+
+class _LoRAModule(torch.nn.Module):
+    """Adapts SharedLoRA to the module-state interface of checkpoints (only the LoRA tensors)."""
+
+    def __init__(self, lora: SharedLoRA):
+        super().__init__()
+        self._lora = lora
+
+    def state_dict(self, *args, **kwargs):
+        return dict(self._lora.state_dict())
+
+    def load_state_dict(self, sd, strict: bool = True):
+        self._lora.load_state_dict(sd)

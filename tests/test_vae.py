@@ -1,0 +1,106 @@
+"""VAEs behind one interface: the shipped causal patch VAE and tiny random Hunyuan / Wan VAEs."""
+
+import pytest
+import torch
+
+from magicdistill.models.patch_vae import CausalPatchVAE
+from magicdistill.models.vae import VideoVAE, load_vae, tiny_hunyuan_vae
+from magicdistill.pipeline import SHIPPED_DIR
+
+
+def _video(b=2, t=9, h=32, w=32, seed=0):
+    return torch.rand(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_patch_vae_shapes_and_causality():
+    torch.manual_seed(0)
+    m = CausalPatchVAE(latent_channels=4, hidden=16, blocks=1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # make every branch non-trivial
+    vae = VideoVAE(m)
+    x = _video()
+    with torch.no_grad():
+        z = vae.encode(x)
+        assert z.shape == (2, 4, 3, 8, 8)
+        y = vae.decode(z)
+        assert y.shape == x.shape and y.abs().max() <= 1
+        # encoder causality: changing frames after the first group leaves earlier latents unchanged
+        x2 = x.clone()
+        x2[:, :, 5:] = 0
+        z2 = vae.encode(x2)
+        torch.testing.assert_close(z2[:, :, :2], z[:, :, :2])
+        assert (z2[:, :, 2:] - z[:, :, 2:]).abs().max() > 0
+        # decoder causality: changing the last latent leaves the first 5 frames unchanged
+        z3 = z.clone()
+        z3[:, :, 2:] += 1
+        torch.testing.assert_close(vae.decode(z3)[:, :, :5], y[:, :, :5])
+        # the first frame alone encodes to the clip's first latent (strictly causal)
+        torch.testing.assert_close(vae.encode(x[:, :, :1]), z[:, :, :1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        vae.encode(_video(t=8))
+
+
+def test_pca_init_reconstructs_before_training():
+    x = (_video(b=4, t=5, h=16, w=16, seed=1) * 0.2).clamp(-1, 1)
+    x = x + torch.linspace(-0.5, 0.5, 16).view(1, 1, 1, 1, 16)  # structured: a shared gradient
+    m = CausalPatchVAE(latent_channels=8, hidden=16, blocks=1)
+    vae = VideoVAE(m)
+    with torch.no_grad():
+        before = (vae.decode(vae.encode(x)) - x).abs().mean()
+        m.init_pca(x)
+        after = (vae.decode(vae.encode(x)) - x).abs().mean()
+    assert after < 0.5 * before
+
+
+def test_save_load_round_trip_keeps_normalisation(tmp_path):
+    m = CausalPatchVAE(latent_channels=4, hidden=16, blocks=1)
+    vae = VideoVAE(m)
+    vae.set_normalisation(torch.arange(4.0), torch.full((4,), 2.0))
+    vae.save(tmp_path / "vae")
+    loaded = load_vae(tmp_path / "vae")
+    x = _video(t=5)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(x), vae.encode(x))
+    raw = m.encode(x).latent_dist.mode()
+    torch.testing.assert_close(vae.encode(x), (raw - torch.arange(4.0).view(1, -1, 1, 1, 1)) / 2.0)
+
+
+def test_shipped_vae_reconstructs_synthetic_clips():
+    from magicdistill.data.synthetic import SyntheticVideos
+    from magicdistill.train.vae_trainer import psnr
+    from magicdistill.video import frames_to_tensor
+
+    vae = load_vae(SHIPPED_DIR / "vae")
+    src = SyntheticVideos(split="test", seed=5)
+    x = torch.stack([frames_to_tensor(src.clip(i).frames) for i in range(4)])
+    with torch.no_grad():
+        assert psnr(vae.decode(vae.encode(x)), x).mean() > 24.0
+
+
+@pytest.mark.parametrize("family", ["hunyuan", "wan"])
+def test_real_vae_classes_through_the_adapter(tmp_path, family):
+    torch.manual_seed(0)
+    if family == "hunyuan":
+        model = tiny_hunyuan_vae(latent_channels=4, block_out_channels=(8, 16), spatial_ratio=2)
+    else:
+        from diffusers import AutoencoderKLWan
+
+        model = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[True, True], latents_mean=[0.1] * 4, latents_std=[2.0] * 4)
+    model.save_pretrained(str(tmp_path / "vae"))
+    vae = load_vae(tmp_path / "vae")
+    assert vae.temporal_ratio == 4
+    x = _video(b=1, t=5, h=16, w=16)
+    with torch.no_grad():
+        z = vae.encode(x)
+        assert z.shape[:3] == (1, 4, 2) and z.shape[-1] == 16 // vae.spatial_ratio
+        assert vae.decode(z).shape == x.shape
+
+
+def test_load_vae_errors(tmp_path):
+    with pytest.raises(ValueError, match="no VAE"):
+        load_vae(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    with pytest.raises(ValueError, match="supported"):
+        load_vae(tmp_path)
