@@ -82,7 +82,7 @@ def test_shipped_vae_reconstructs_synthetic_clips():
 def test_real_vae_classes_through_the_adapter(tmp_path, family):
     torch.manual_seed(0)
     if family == "hunyuan":
-        model = tiny_hunyuan_vae(latent_channels=4, block_out_channels=(8, 16), spatial_ratio=2)
+        model = tiny_hunyuan_vae(latent_channels=4, block_out_channels=(8, 16, 16), spatial_ratio=4)
     else:
         from diffusers import AutoencoderKLWan
 
