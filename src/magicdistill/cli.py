@@ -35,6 +35,23 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+# options shared by several commands
+CACHE_DIR_OPTION = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]")
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="print the resolved config and exit")
+RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint")
+DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
+
+
+def _resolve_config(cls, config: Path | None, dry_run: bool, **flags):
+    """The run's config: a JSON file (used instead of the flags) or the flags over the defaults.
+    With --dry-run it is printed and None returned. Raises ValueError naming a bad field."""
+    cfg = cls.from_json(config) if config else cls.strict_update(cls(), **flags)
+    if dry_run:
+        typer.echo(cfg.model_dump_json(indent=1))
+        return None
+    return cfg
+
+
 @app.command("train-vae")
 def train_vae_cmd(
     out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, vae/)"),
@@ -42,7 +59,7 @@ def train_vae_cmd(
     batch_size: int = typer.Option(4),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    resume: bool = RESUME_OPTION,
 ) -> None:
     """Train the embedded default's causal video VAE on synthetic portrait clips."""
     _quiet()
@@ -68,13 +85,13 @@ def train_cmd(
     init_from: Path = typer.Option(None, help="a T2V teacher folder to convert (widen to 2C+1 channels) and fine-tune"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
-    config: Path = typer.Option(None, help="a JSON TeacherTrainConfig; flags given explicitly override nothing in it"),
+    dtype: str = DTYPE_OPTION,
+    config: Path = typer.Option(None, help="a JSON TeacherTrainConfig, used instead of the flags"),
     checkpoint_every: int = typer.Option(250),
     sample_every: int = typer.Option(1000),
-    cache_dir: Path = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    cache_dir: Path = CACHE_DIR_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
+    resume: bool = RESUME_OPTION,
 ) -> None:
     """Train a teacher (flow matching) on synthetic portrait videos."""
     _quiet()
@@ -82,15 +99,11 @@ def train_cmd(
     from .pipeline import SHIPPED_DIR
 
     try:
-        if config:
-            cfg = TeacherTrainConfig.from_json(config)
-        else:
-            cfg = TeacherTrainConfig.strict_update(
-                TeacherTrainConfig(), task=task, steps=steps, batch_size=batch_size, lr=lr, num_clips=num_clips,
-                seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every, sample_every=sample_every,
-                vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""))
-        if dry_run:
-            typer.echo(cfg.model_dump_json(indent=1))
+        cfg = _resolve_config(
+            TeacherTrainConfig, config, dry_run, task=task, steps=steps, batch_size=batch_size, lr=lr,
+            num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
+            sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""))
+        if cfg is None:
             return
         from .train.teacher import train_teacher
 
@@ -115,11 +128,11 @@ def distill_cmd(
     num_clips: int = typer.Option(1000, help="synthetic training clips to encode"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("float32"),
-    config: Path = typer.Option(None, help="a JSON DistillConfig instead of the flags"),
-    cache_dir: Path = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint"),
+    dtype: str = DTYPE_OPTION,
+    config: Path = typer.Option(None, help="a JSON DistillConfig, used instead of the flags"),
+    cache_dir: Path = CACHE_DIR_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
+    resume: bool = RESUME_OPTION,
 ) -> None:
     """Distil the teacher into a few-step generator (MagicDistillation W2S, DMD2, or the Euler baseline)."""
     _quiet()
@@ -127,15 +140,11 @@ def distill_cmd(
     from .pipeline import SHIPPED_DIR
 
     try:
-        if config:
-            cfg = DistillConfig.from_json(config)
-        else:
-            cfg = DistillConfig.strict_update(
-                DistillConfig(), method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
-                alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, batch_size=batch_size,
-                num_clips=num_clips, seed=seed, device=device, dtype=dtype)
-        if dry_run:
-            typer.echo(cfg.model_dump_json(indent=1))
+        cfg = _resolve_config(
+            DistillConfig, config, dry_run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
+            alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, batch_size=batch_size,
+            num_clips=num_clips, seed=seed, device=device, dtype=dtype)
+        if cfg is None:
             return
         from .distill.trainer import distill
 
@@ -159,7 +168,7 @@ def generate_cmd(
     model: Path = typer.Option(None, help="model folder [default: the shipped tiny teacher]"),
     vae: Path = typer.Option(None, help="VAE folder [default: the model's]"),
     device: str = typer.Option("cpu"),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),
+    dtype: str = DTYPE_OPTION,
 ) -> None:
     """Image(+text)-to-video: write a playable H.264 mp4 whose first frame is the image."""
     _quiet()
