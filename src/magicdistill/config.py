@@ -89,6 +89,11 @@ class DiTConfig(Strict):
     rope_axes_dim: tuple[int, int, int] = (8, 12, 12)
     image_tokens: int = 16  # vision-encoder tokens appended to the text tokens (multi-modal guidance)
     max_text_tokens: int = 64
+    # What the transformer's output means. "x0": the clean latent, turned into the velocity by the
+    # wrapper (JiT, Li & He 2025). A 128-wide model cannot carry 64-dim patches of noise through to
+    # a velocity output; measured: v-prediction samples keep the initial noise (docs/DECISIONS.md).
+    # Real backbones (HunyuanVideo, Wan) predict "v".
+    prediction: Literal["v", "x0"] = "x0"
 
 
 class TeacherTrainConfig(Strict):

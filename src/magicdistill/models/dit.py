@@ -3,7 +3,9 @@
 Tiny and real models share this class: the embedded default is the same transformer class as
 HunyuanVideo-13B at a small config. The wrapper owns the conventions of method.md:
 - time is sigma in [0, 1] (1 = noise), passed to the transformer as sigma * 1000;
-- the output is the velocity v = eps - x0;
+- the output is the velocity v = eps - x0; a backbone trained to predict x0 instead ("x0"
+  prediction, the tiny default) has it converted here, v = (x_t - x0_hat) / max(sigma, SIGMA_FLOOR),
+  so samplers, losses and distillation see one convention;
 - I2V input is the 2C + 1 channel concat (models/i2v.py);
 - multi-modal guidance: image tokens from a vision encoder come first in the context, then the
   text tokens (the transformer's mask requires valid tokens to form a prefix).
@@ -25,6 +27,11 @@ from ..config import DiTConfig
 from .i2v import convert_t2v_to_i2v, i2v_input
 from .text import TextEmbedding
 from .vision import PatchVisionEncoder
+
+
+# JiT's clip of the denominator: bounds the 1/sigma^2 weight the v-loss puts on x0 errors near
+# sigma = 0. Below it x0_hat = x_t - sigma v blends x_t and the prediction (both ~ x0 there).
+SIGMA_FLOOR = 0.05
 
 
 @dataclass
@@ -68,11 +75,15 @@ def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
 
 
 class VideoDiT(nn.Module):
-    def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0):
+    def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0,
+                 prediction: str = "v"):
         super().__init__()
+        if prediction not in ("v", "x0"):
+            raise ValueError(f"prediction must be 'v' or 'x0', got {prediction!r}")
         self.transformer = transformer
         self.vision = vision
         self.image_tokens = image_tokens if vision is not None else 0
+        self.prediction = prediction
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -82,8 +93,8 @@ class VideoDiT(nn.Module):
         if task == "i2v":
             convert_t2v_to_i2v(transformer)
             vision = PatchVisionEncoder(cfg.text_dim, cfg.image_tokens)
-            return cls(transformer, vision, image_tokens=cfg.image_tokens)
-        return cls(transformer)
+            return cls(transformer, vision, image_tokens=cfg.image_tokens, prediction=cfg.prediction)
+        return cls(transformer, prediction=cfg.prediction)
 
     @property
     def is_i2v(self) -> bool:
@@ -135,6 +146,9 @@ class VideoDiT(nn.Module):
             kwargs["guidance"] = guidance.to(x_t.device, torch.float32).expand(x_t.shape[0]) * 1000.0
         out = self.transformer(x, sigma * 1000.0, cond.context, cond.mask, cond.pooled,
                                attention_kwargs=attention_kwargs, return_dict=False, **kwargs)[0]
+        if self.prediction == "x0":
+            s = sigma.clamp(min=SIGMA_FLOOR).view(-1, *([1] * (x_t.ndim - 1)))
+            return ((x_t.float() - out.float()) / s).to(x_t.dtype)
         return out.to(x_t.dtype)
 
     # --- persistence ------------------------------------------------------------------------------
@@ -144,7 +158,8 @@ class VideoDiT(nn.Module):
         self.transformer.save_pretrained(str(path / "transformer"), safe_serialization=True)
         if self.vision is not None:
             save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
-        meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim, **extra}
+        meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim,
+                "prediction": self.prediction, **extra}
         (path / "dit.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -162,6 +177,6 @@ class VideoDiT(nn.Module):
             vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"])
             vision.load_state_dict(load_file(str(path / "vision.safetensors")))
             vision.to(dtype)
-        model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0))
+        model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0), prediction=meta.get("prediction", "v"))
         model.meta = meta
         return model.to(device).eval()
