@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-from PIL import Image
-
-from magicdistill.video import read_video
+from magicdistill.video import contact_sheet, read_video
 
 
 def main() -> None:
@@ -18,11 +15,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--zoom", type=int, default=3)
     args = ap.parse_args()
-    rows = [np.concatenate(list(read_video(v)[0][:: args.every]), axis=1) for v in args.videos]
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    img = Image.fromarray(np.concatenate(rows, axis=0))
-    img.resize((img.width * args.zoom, img.height * args.zoom), Image.NEAREST).save(args.out)
+    contact_sheet([read_video(v)[0] for v in args.videos], args.every, args.zoom).save(args.out)
     print(args.out)
 
 

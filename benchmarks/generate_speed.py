@@ -1,10 +1,11 @@
-"""How long `magicdistill generate` takes on this machine with the shipped tiny model.
+"""How long `magicdistill generate` takes on this machine with the shipped tiny models.
 
-Prints the median of --repeats runs of: the whole CLI as a user runs it (a fresh process: imports,
-model loading, sampling, mp4 writing), and inside one process the model load, the 50-step CFG
-teacher sampling, and the VAE decode.
+For the shipped 4-step W2S generator (the default) and the 50-step CFG teacher (`--teacher`),
+measured side by side in one run, median of --repeats: the whole CLI as a user runs it (a fresh
+process: imports, model loading, sampling, mp4 writing), and inside one process the sampling of
+one video (latents) and the VAE decode; then the teacher / generator ratios.
 
-    python benchmarks/generate_speed.py [--repeats 3] [--steps 50]
+    python benchmarks/generate_speed.py [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,50 +24,52 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=6.0)
     args = ap.parse_args()
 
     import torch
 
-    from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline
+    from magicdistill.generate import default_model, sampler_settings
+    from magicdistill.pipeline import I2VPipeline, read_record, sample_video
     from magicdistill.video import frames_to_tensor, load_image
 
     image = ROOT / "examples" / "portrait.png"
     prompt = (ROOT / "examples" / "portrait.txt").read_text().strip()
-    cli, load, sample, decode = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeats):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "magicdistill", "generate", "--image", str(image), "--prompt", prompt,
-                            "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", str(i),
-                            "--out", f"{tmp}/v{i}.mp4"], check=True, capture_output=True)
-            cli.append(time.perf_counter() - t)
-    for i in range(args.repeats):
-        t = time.perf_counter()
-        pipe = I2VPipeline.from_dir(SHIPPED_DIR / "teacher")
-        load.append(time.perf_counter() - t)
+    med = statistics.median
+    rows = {}
+    for name, flags, folder in (("4-step W2S generator (default)", [], default_model(False)),
+                                ("50-step CFG teacher (--teacher)", ["--teacher"], default_model(True))):
+        steps, guidance, shift = sampler_settings(read_record(folder), None, None, None)
+        cli, sample, decode = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.repeats):
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "magicdistill", "generate", "--image", str(image), "--prompt",
+                                prompt, "--seed", str(i), "--out", f"{tmp}/v{i}.mp4", *flags], check=True,
+                               capture_output=True)
+                cli.append(time.perf_counter() - t)
+        pipe = I2VPipeline.from_dir(folder)
         img = frames_to_tensor(load_image(image, pipe.spec.height, pipe.spec.width)[None])[:, 0][None]
         text = pipe.text_encoder([prompt])
-        from magicdistill.pipeline import sample_video
-
-        t = time.perf_counter()
-        lat = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, img, num_frames=pipe.spec.num_frames,
-                           generator=torch.Generator().manual_seed(i), steps=args.steps, guidance=args.guidance,
-                           decode=False)
-        sample.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        with torch.no_grad():
-            pipe.vae.decode(lat)
-        decode.append(time.perf_counter() - t)
-    med = statistics.median
-    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    print(f"{'stage':<44}{'median s':>10}")
-    print(f"{'CLI end to end (fresh process)':<44}{med(cli):>10.2f}")
-    print(f"{'  model + text encoder load':<44}{med(load):>10.2f}")
-    print(f"{f'  {args.steps}-step CFG sampling (2 branches batched)':<44}{med(sample):>10.2f}")
-    print(f"{'  VAE decode':<44}{med(decode):>10.3f}")
-    print(f"{'per DiT forward (batch 2)':<44}{med(sample) / args.steps:>10.4f}")
+        kind = read_record(folder).get("sampler", {}).get("kind", "euler")
+        for i in range(args.repeats):
+            t = time.perf_counter()
+            lat = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, img, num_frames=pipe.spec.num_frames,
+                               generator=torch.Generator().manual_seed(i), steps=steps, guidance=guidance, shift=shift,
+                               decode=False, sampler=kind)
+            sample.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with torch.no_grad():
+                pipe.vae.decode(lat)
+            decode.append(time.perf_counter() - t)
+        nfe = steps * (2 if guidance != 1.0 else 1)
+        rows[name] = (med(cli), med(sample), med(decode), nfe)
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"{pipe.spec.num_frames} frames {pipe.spec.height}x{pipe.spec.width}; median of {args.repeats}")
+    print(f"{'model':<34}{'NFE':>5}{'CLI end to end s':>18}{'sampling s':>12}{'VAE decode s':>14}")
+    for name, (c, s, d, n) in rows.items():
+        print(f"{name:<34}{n:>5}{c:>18.2f}{s:>12.3f}{d:>14.3f}")
+    (gc, gs, _, _), (tc, ts, _, _) = rows.values()
+    print(f"teacher / generator: sampling {ts / gs:.1f}x, CLI end to end {tc / gc:.1f}x")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,12 @@ def test_w2s_run_telemetry_and_generator(tmp_path, tiny_teacher):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     gen_rows = [r for r in rows if "loss_dmd" in r]
     assert [r["step"] for r in gen_rows] == [1, 6]  # the generator learns at iterations 0 and 5 (r = 5)
-    assert all({"loss_fake", "loss_d", "grad_norm_fake"} <= set(r) for r in rows)
+    iter_rows = [r for r in rows if "motion_ratio" not in r]  # the rest: the collapse signal at sample time
+    assert all({"loss_fake", "loss_d", "grad_norm_fake", "motion_ratio_latent", "rms_ratio_latent"} <= set(r)
+               for r in iter_rows)
+    sample_rows = [r for r in rows if "motion_ratio" in r]
+    assert [r["step"] for r in sample_rows] == [6] and sample_rows[0]["data_motion"] > 0
+    assert sample_rows[0]["saturation_ratio"] > 0
     assert all(r["dmd_normaliser"] > 0 for r in gen_rows)
     assert (tmp_path / "run" / "samples" / "iter_000006.mp4").is_file()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["alpha_weak"] == 0.25

@@ -23,11 +23,16 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
-def test_cli_writes_playable_mp4_starting_with_the_image(tmp_path):
+def _generate(*args):
+    return subprocess.run([sys.executable, "-m", "magicdistill", "generate", "--image", str(EXAMPLE), "--prompt",
+                           "The person is talking quickly, blinks often and keeps the head still.", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("which", [[], ["--teacher", "--steps", "8"]], ids=["distilled-default", "teacher"])
+def test_cli_writes_playable_mp4_starting_with_the_image(tmp_path, which):
     out = tmp_path / "v.mp4"
-    r = subprocess.run([sys.executable, "-m", "magicdistill", "generate", "--image", str(EXAMPLE), "--prompt",
-                        "The person is talking quickly, blinks often and keeps the head still.", "--steps", "8",
-                        "--frames", "10", "--fps", "10", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    r = _generate("--frames", "10", "--fps", "10", "--out", str(out), *which)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == str(out)  # the path is printed last
     frames, fps = read_video(out)
@@ -48,3 +53,15 @@ def test_same_seed_same_video_different_seed_different_video(pipe):
     assert (a - c).abs().mean() > 1e-3
     with pytest.raises(ValueError, match="prompt is empty"):
         pipe(img, " ", steps=1)
+
+
+def test_default_is_the_shipped_4_step_generator_and_model_excludes_teacher(tmp_path):
+    from magicdistill.generate import default_model
+    from magicdistill.pipeline import read_record
+
+    rec = read_record(default_model(teacher=False))
+    assert rec["method"] == "w2s" and rec["sampler"]["steps"] == 4 and rec["sampler"]["guidance"] == 1.0
+    assert read_record(default_model(teacher=True)).get("method") is None  # the teacher: 50-step CFG defaults
+    out = tmp_path / "v.mp4"
+    r = _generate("--teacher", "--model", str(SHIPPED_DIR / "teacher"), "--out", str(out))
+    assert r.returncode == 2 and "not both" in r.stderr and not out.exists()

@@ -81,3 +81,16 @@ def test_first_latent_frame_is_the_image(tiny_dit_cfg):
     batch = _batch(tiny_dit_cfg)
     x_gen = m.generate(batch, torch.Generator().manual_seed(0), grad=False)
     torch.testing.assert_close(x_gen[:, :, :1], batch.image_latent)
+
+
+def test_separate_scores_train_the_full_fake_copy_only(tiny_dit_cfg):
+    """DMD2 as published (the memory baseline): the fake turn trains the fake copy and the head;
+    the frozen real copy gets no gradient."""
+    m, batch = _method(tiny_dit_cfg, scores="separate", alpha_weak=0.0), _batch(tiny_dit_cfg)
+    cond, _ = m.conditions(batch)
+    x_gen = m.generate(batch, torch.Generator().manual_seed(0), grad=False)
+    m.fake_update(batch, x_gen, cond, torch.Generator().manual_seed(1))
+    fake = m.scores.fake.transformer
+    assert all(p.grad is not None for p in fake.transformer_blocks.parameters())
+    assert all(p.grad is None for p in m.scores.real.parameters())
+    assert all(p.grad is None for p in m.generator.parameters())

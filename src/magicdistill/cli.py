@@ -124,6 +124,8 @@ def distill_cmd(
     alpha_strong: float = typer.Option(1.0, help="LoRA scale of the fake score"),
     lambda_reg: float = typer.Option(0.0, help="weight of the ground-truth regularisation L_reg"),
     input_mode: str = typer.Option("noised_data", help="noised_data | backward_simulation"),
+    scores: str = typer.Option("shared_lora", help="shared_lora (one backbone + one LoRA, W2S) | separate (full "
+                                                   "real and fake copies, DMD2 as published)"),
     batch_size: int = typer.Option(4),
     num_clips: int = typer.Option(1000, help="synthetic training clips to encode"),
     seed: int = typer.Option(0),
@@ -142,7 +144,7 @@ def distill_cmd(
     try:
         cfg = _resolve_config(
             DistillConfig, config, dry_run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
-            alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, batch_size=batch_size,
+            alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
             num_clips=num_clips, seed=seed, device=device, dtype=dtype)
         if cfg is None:
             return
@@ -165,7 +167,8 @@ def generate_cmd(
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
     fps: float = typer.Option(None, help="frames per second of the mp4 [default: the model's]"),
-    model: Path = typer.Option(None, help="model folder [default: the shipped tiny teacher]"),
+    model: Path = typer.Option(None, help="model folder [default: the shipped 4-step distilled generator]"),
+    teacher: bool = typer.Option(False, "--teacher", help="sample the shipped teacher (50-step CFG) instead"),
     vae: Path = typer.Option(None, help="VAE folder [default: the model's]"),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
@@ -179,11 +182,34 @@ def generate_cmd(
     try:
         t0 = time.time()
         path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, seed=seed,
-                        frames=frames, fps=fps, model=model, vae=vae, device=device, dtype=dtype)
+                        frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
+                        dtype=dtype)
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"done in {time.time() - t0:.1f} s", err=True)
     typer.echo(str(path))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo"), help="demo folder (distillation run, cache, report/)"),
+    iters: int = typer.Option(150, help="W2S distillation iterations"),
+    clips: int = typer.Option(4, help="held-out clips to sample"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """The embedded default end to end: distil the shipped teacher (W2S, 4 steps), sample held-out
+    first frames with the 50-step teacher, the 4-step teacher and the distilled generator, and
+    write side-by-side videos, timings and a metrics table. Re-running continues a killed demo."""
+    _quiet()
+    from .demo import run_demo
+
+    try:
+        report = run_demo(out, iters=iters, clips=clips, seed=seed, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo((report / "report.md").read_text())
+    typer.echo(str(report))
 
 
 def main() -> None:

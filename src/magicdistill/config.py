@@ -141,6 +141,9 @@ class DistillConfig(Strict):
     alpha_weak: float = Field(0.25, ge=0)
     alpha_strong: float = Field(1.0, gt=0)
     lora_rank: int = Field(16, ge=1)
+    # shared_lora: one frozen backbone + one LoRA for both scores (MagicDistillation);
+    # separate: a frozen real copy + a trainable full fake copy (DMD2 as published; memory baseline)
+    scores: Literal["shared_lora", "separate"] = "shared_lora"
     real_guidance: float = Field(6.0, ge=0)  # CFG of the real score (the teacher's)
     input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"
     lr_generator: float = Field(2e-5, gt=0)

@@ -56,12 +56,19 @@ def sampler_settings(meta: dict, steps: int | None, guidance: float | None, shif
             rec["shift"] if shift is None else shift)
 
 
+def default_model(teacher: bool) -> Path:
+    """The shipped 4-step distilled generator; ``--teacher``: the shipped 50-step CFG teacher."""
+    return SHIPPED_DIR / ("teacher" if teacher else "generator")
+
+
 def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int | None = None,
              guidance: float | None = None, shift: float | None = None, seed: int = 0, frames: int | None = None,
-             fps: float | None = None, model: str | Path | None = None, vae: str | Path | None = None, device: str = "cpu",
-             dtype: str = "float32", progress: bool = True) -> Path:
+             fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
+             vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True) -> Path:
     out = Path(out)
-    model_dir = Path(model) if model else SHIPPED_DIR / "teacher"
+    if model and teacher:
+        raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
+    model_dir = Path(model) if model else default_model(teacher)
     meta = read_record(model_dir)
     steps, guidance, shift = sampler_settings(meta, steps, guidance, shift)
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)

@@ -105,3 +105,14 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     if not frames:
         raise ValueError(f"{path} holds no video frames")
     return np.stack(frames), fps
+
+
+def contact_sheet(videos: list[np.ndarray], every: int = 2, zoom: int = 2):
+    """A PIL image: one row per video (T, H, W, 3) uint8, every ``every``-th frame left to right."""
+    from PIL import Image
+
+    rows = [np.concatenate(list(v[::every]), axis=1) for v in videos]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    img = Image.fromarray(np.concatenate(rows, axis=0))
+    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)

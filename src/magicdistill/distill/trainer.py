@@ -27,6 +27,7 @@ from ..train.teacher import latent_set_for, step_generator
 from ..video import tensor_to_frames, write_mp4
 from .cfg_distill import CFGDistillMethod
 from .lcm import LCMMethod
+from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod
 
 
@@ -99,7 +100,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
             run.save(it + 1, method.modules(), method.optimizers())
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
-            write_generator_samples(run, it + 1, method.ema.shadow, vae, test, null_text, cfg, meta)
+            _, drift = write_generator_samples(run, it + 1, method.ema.shadow, vae, test, null_text, cfg, meta)
+            run.log(it + 1, **drift)
     # 4. the EMA generator
     final = run.dir / "generator"
     shutil.rmtree(final, ignore_errors=True)
@@ -110,7 +112,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
 
 @torch.no_grad()
 def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: LatentSet, null_text: TextEmbedding,
-                            cfg: DistillConfig, meta: dict, n: int = 2) -> Path:
+                            cfg: DistillConfig, meta: dict, n: int = 2) -> tuple[Path, dict[str, float]]:
+    """Held-out truth | EMA-generator sample, side by side; and the collapse signal between them."""
     idx = torch.arange(n)
     rec = sampler_record(cfg)
     video = sample_video(generator, vae, test.text.index(idx).to(dtype=torch.float32), null_text,
@@ -119,4 +122,5 @@ def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: L
                          guidance=rec["guidance"], sampler=rec["kind"])
     truth = vae.decode(test.latents[idx])
     grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)
-    return write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"])
+    path = write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"])
+    return path, pixel_drift(video, truth)

@@ -1,10 +1,11 @@
 """DMD2 with weak-to-strong distribution matching (MagicDistillation / W2SVD), method.md stage 3.
 
-One frozen backbone (the teacher) carries one LoRA:
+One frozen backbone (the teacher) carries one LoRA (distill/scores.py):
   real score  = backbone, LoRA at alpha_weak, with the teacher's CFG;
   fake score  = backbone, LoRA at alpha_strong, no CFG;
   generator   = a separate trainable copy of the teacher.
-alpha_weak = 0 is vanilla DMD2 with a LoRA fake score (``--method dmd``).
+alpha_weak = 0 is vanilla DMD2 with a LoRA fake score (``--method dmd``); ``scores="separate"``
+is DMD2 with full real and fake copies.
 
 The method owns the update schedule: the fake score (LoRA) and the discriminator head are updated
 every iteration, the generator every ``generator_every``-th (r = 5 in the paper).
@@ -22,12 +23,13 @@ import torch
 from ..config import DistillConfig
 from ..flow import add_noise, shift_sigma, sigma_schedule, x0_from_v
 from ..models.dit import Condition, VideoDiT
-from ..models.discriminator import DiscriminatorHead, FeatureTap
-from ..models.lora import SharedLoRA
+from ..models.discriminator import DiscriminatorHead
 from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
+from .scores import build_scores
+from .telemetry import latent_drift
 
 
 @dataclass
@@ -67,15 +69,13 @@ class W2SMethod:
         # the generator: a separate, fully trainable copy of the teacher, made before the LoRA exists
         self.generator = copy.deepcopy(teacher).train().requires_grad_(True)
         self.ema = EMA(self.generator, cfg.ema_decay)
-        # the shared backbone: the teacher itself, frozen, with one LoRA
-        self.backbone = teacher.eval().requires_grad_(False)
-        self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank)
-        self.tap = FeatureTap(self.backbone.transformer, list(cfg.disc_layers))
+        # the scores: by default the teacher itself, frozen, with one LoRA
+        self.scores = build_scores(teacher, cfg)
         dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
         device = next(teacher.parameters()).device
         self.head = DiscriminatorHead(dim, len(cfg.disc_layers)).to(device)
         self.sigmas = sigma_schedule(cfg.steps, cfg.shift)  # inference schedule; generator trains at sigmas[:-1]
-        self.fake_params = self.lora.parameters() + list(self.head.parameters())
+        self.fake_params = self.scores.parameters() + list(self.head.parameters())
         self.opt_generator = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.99),
                                                weight_decay=0.0)
         self.opt_fake = torch.optim.AdamW(self.fake_params, lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
@@ -85,15 +85,24 @@ class W2SMethod:
         return it % self.cfg.generator_every == 0
 
     # --- scores ----------------------------------------------------------------------------------
-    def _score_x0(self, x_t, sigma, cond: Condition, uncond: Condition | None, scale: float, guidance: float):
-        with self.lora.scaled(scale):
-            v = guided_velocity(self.backbone, x_t, sigma, cond, uncond, guidance)
+    @property
+    def backbone(self) -> VideoDiT:
+        """The frozen teacher (under the shared LoRA by default)."""
+        return self.scores.backbone if hasattr(self.scores, "backbone") else self.scores.real
+
+    @property
+    def lora(self):
+        return self.scores.lora
+
+    def _score_x0(self, x_t, sigma, cond: Condition, uncond: Condition | None, role: str, guidance: float):
+        with self.scores.use(role) as model:
+            v = guided_velocity(model, x_t, sigma, cond, uncond, guidance)
         return x0_from_v(x_t, v, sigma)
 
     def _features_logits(self, x_t, sigma, cond: Condition) -> torch.Tensor:
-        scale = self.cfg.alpha_strong if self.cfg.disc_features == "fake" else 0.0
-        with self.lora.scaled(scale), self.tap.capture() as feats:
-            self.backbone(x_t, sigma, cond)
+        role = "fake" if self.cfg.disc_features == "fake" else "teacher"
+        with self.scores.use(role) as model, self.scores.tap(role).capture() as feats:
+            model(x_t, sigma, cond)
         return self.head(feats)
 
     def _fake_sigma(self, b: int, g: torch.Generator, device) -> torch.Tensor:
@@ -120,6 +129,7 @@ class W2SMethod:
 
     # --- one iteration -------------------------------------------------------------------------------
     def conditions(self, batch: DistillBatch) -> tuple[Condition, Condition]:
+        """Text + image context from the frozen teacher, shared by every score (also the fake copy)."""
         with torch.no_grad():
             return (self.backbone.condition(batch.text, batch.image, batch.image_latent),
                     self.backbone.condition(batch.null_text, batch.image, batch.image_latent))
@@ -138,6 +148,7 @@ class W2SMethod:
         x_gen = self.generate(batch, g, grad=gen_turn)
         metrics = self.generator_update(batch, x_gen, cond, uncond, g) if gen_turn else {}
         metrics.update(self.fake_update(batch, x_gen, cond, g))
+        metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
         for k, v in metrics.items():
             if not torch.isfinite(torch.tensor(v)):
                 raise losses.NonFiniteError(f"non-finite {k} = {v} at iteration {it}")
@@ -152,8 +163,8 @@ class W2SMethod:
             sigma = self._fake_sigma(b, g, device)
             x_t = add_noise(x_gen, torch.randn(x_gen.shape, generator=g).to(device), sigma)
             with torch.no_grad():
-                x0_real = self._score_x0(x_t, sigma, cond, uncond, cfg.alpha_weak, cfg.real_guidance)
-                x0_fake = self._score_x0(x_t, sigma, cond, None, cfg.alpha_strong, 1.0)
+                x0_real = self._score_x0(x_t, sigma, cond, uncond, "real", cfg.real_guidance)
+                x0_fake = self._score_x0(x_t, sigma, cond, None, "fake", 1.0)
             dmd = losses.dmd_loss(x_gen, x0_real, x0_fake)
             loss = dmd.loss
             metrics.update(loss_dmd=dmd.loss.item(), dmd_normaliser=dmd.normaliser.mean().item(),
@@ -182,8 +193,8 @@ class W2SMethod:
         sigma = self._fake_sigma(b, g, device)
         eps = torch.randn(x_fake.shape, generator=g).to(device)
         x_t = add_noise(x_fake, eps, sigma)
-        with self.lora.scaled(cfg.alpha_strong), self.tap.capture() as feats:
-            v_fake = self.backbone(x_t, sigma, cond)
+        with self.scores.use("fake") as fake, self.scores.tap("fake").capture() as feats:
+            v_fake = fake(x_t, sigma, cond)
         loss_fake = losses.flow_matching_loss(v_fake, x_fake, eps)
         loss = loss_fake
         metrics = {"loss_fake": loss_fake.item()}
@@ -202,7 +213,7 @@ class W2SMethod:
 
     # --- state for checkpoints ------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "ema": self.ema.shadow, "head": self.head, "lora": _LoRAModule(self.lora)}
+        return {"generator": self.generator, "ema": self.ema.shadow, "head": self.head, **self.scores.modules()}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_generator, "fake": self.opt_fake}
@@ -213,17 +224,3 @@ def _clip(params, max_norm: float) -> float:
     if not params:
         return 0.0
     return torch.nn.utils.clip_grad_norm_(params, max_norm).item()
-
-
-class _LoRAModule(torch.nn.Module):
-    """Adapts SharedLoRA to the module-state interface of checkpoints (only the LoRA tensors)."""
-
-    def __init__(self, lora: SharedLoRA):
-        super().__init__()
-        self._lora = lora
-
-    def state_dict(self, *args, **kwargs):
-        return dict(self._lora.state_dict())
-
-    def load_state_dict(self, sd, strict: bool = True):
-        self._lora.load_state_dict(sd)
