@@ -92,8 +92,9 @@ class DiTConfig(Strict):
     # What the transformer's output means. "x0": the clean latent, turned into the velocity by the
     # wrapper (JiT, Li & He 2025). A 128-wide model cannot carry 64-dim patches of noise through to
     # a velocity output; measured: v-prediction samples keep the initial noise (docs/DECISIONS.md).
-    # Real backbones (HunyuanVideo, Wan) predict "v".
-    prediction: Literal["v", "x0"] = "x0"
+    # "x0_image_residual": x0 = first-frame latent (repeated over time) + output, for I2V (measured:
+    # plain x0 still gave blocky frames after 4,000 steps). Real backbones (HunyuanVideo, Wan) predict "v".
+    prediction: Literal["v", "x0", "x0_image_residual"] = "x0_image_residual"
 
 
 class TeacherTrainConfig(Strict):

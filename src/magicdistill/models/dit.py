@@ -5,7 +5,9 @@ HunyuanVideo-13B at a small config. The wrapper owns the conventions of method.m
 - time is sigma in [0, 1] (1 = noise), passed to the transformer as sigma * 1000;
 - the output is the velocity v = eps - x0; a backbone trained to predict x0 instead ("x0"
   prediction, the tiny default) has it converted here, v = (x_t - x0_hat) / max(sigma, SIGMA_FLOOR),
-  so samplers, losses and distillation see one convention;
+  so samplers, losses and distillation see one convention; "x0_image_residual" (I2V only) predicts
+  x0 as the first-frame latent repeated over time plus the network's output, so a still video
+  costs the network nothing and its capacity goes to the motion;
 - I2V input is the 2C + 1 channel concat (models/i2v.py);
 - multi-modal guidance: image tokens from a vision encoder come first in the context, then the
   text tokens (the transformer's mask requires valid tokens to form a prefix).
@@ -32,6 +34,7 @@ from .vision import PatchVisionEncoder
 # JiT's clip of the denominator: bounds the 1/sigma^2 weight the v-loss puts on x0 errors near
 # sigma = 0. Below it x0_hat = x_t - sigma v blends x_t and the prediction (both ~ x0 there).
 SIGMA_FLOOR = 0.05
+PREDICTIONS = ("v", "x0", "x0_image_residual")
 
 
 @dataclass
@@ -78,8 +81,8 @@ class VideoDiT(nn.Module):
     def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0,
                  prediction: str = "v"):
         super().__init__()
-        if prediction not in ("v", "x0"):
-            raise ValueError(f"prediction must be 'v' or 'x0', got {prediction!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.transformer = transformer
         self.vision = vision
         self.image_tokens = image_tokens if vision is not None else 0
@@ -94,7 +97,8 @@ class VideoDiT(nn.Module):
             convert_t2v_to_i2v(transformer)
             vision = PatchVisionEncoder(cfg.text_dim, cfg.image_tokens)
             return cls(transformer, vision, image_tokens=cfg.image_tokens, prediction=cfg.prediction)
-        return cls(transformer, prediction=cfg.prediction)
+        # a T2V model has no first frame to build on (converted to I2V later, it keeps this)
+        return cls(transformer, prediction="x0" if cfg.prediction == "x0_image_residual" else cfg.prediction)
 
     @property
     def is_i2v(self) -> bool:
@@ -146,9 +150,12 @@ class VideoDiT(nn.Module):
             kwargs["guidance"] = guidance.to(x_t.device, torch.float32).expand(x_t.shape[0]) * 1000.0
         out = self.transformer(x, sigma * 1000.0, cond.context, cond.mask, cond.pooled,
                                attention_kwargs=attention_kwargs, return_dict=False, **kwargs)[0]
-        if self.prediction == "x0":
+        if self.prediction != "v":
+            x0_hat = out.float()
+            if self.prediction == "x0_image_residual":
+                x0_hat = x0_hat + cond.image_latent.float()  # broadcast over latent frames
             s = sigma.clamp(min=SIGMA_FLOOR).view(-1, *([1] * (x_t.ndim - 1)))
-            return ((x_t.float() - out.float()) / s).to(x_t.dtype)
+            return ((x_t.float() - x0_hat) / s).to(x_t.dtype)
         return out.to(x_t.dtype)
 
     # --- persistence ------------------------------------------------------------------------------
