@@ -105,3 +105,29 @@ def test_condition_cat_and_index(tiny_dit_cfg):
     both = Condition.cat([c, c])
     assert both.context.shape[0] == 4
     torch.testing.assert_close(both.index(slice(2, 4)).image_latent, c.image_latent)
+
+
+def test_prediction_parametrisations_give_exact_velocities(tiny_dit_cfg):
+    """With the transformer's output fixed to zero: "v" returns 0; "x0" predicts x0 = 0, so
+    v = x_t / sigma; "x0_image_residual" predicts x0 = the first-frame latent repeated over time."""
+    from magicdistill.models.dit import SIGMA_FLOOR
+
+    g = torch.Generator().manual_seed(0)
+    c = tiny_dit_cfg.latent_channels
+    x_t = torch.randn(2, c, 3, 8, 8, generator=g)
+    img = torch.randn(2, c, 1, 8, 8, generator=g)
+    sigma = torch.tensor([0.5, 0.01])  # the second is below the floor
+    text = TextEmbedding(torch.randn(2, 5, tiny_dit_cfg.text_dim, generator=g), torch.ones(2, 5, dtype=torch.bool),
+                         torch.randn(2, tiny_dit_cfg.text_dim, generator=g))
+    s = sigma.clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1)
+    expected = {"v": torch.zeros_like(x_t), "x0": x_t / s, "x0_image_residual": (x_t - img) / s}
+    for pred, want in expected.items():
+        dit = VideoDiT.tiny(tiny_dit_cfg.model_copy(update={"prediction": pred}), "i2v")
+        with torch.no_grad():
+            dit.transformer.proj_out.weight.zero_()
+            dit.transformer.proj_out.bias.zero_()
+            v = dit(x_t, sigma, dit.condition(text, torch.zeros(2, 3, 32, 32), img))
+        torch.testing.assert_close(v, want, msg=pred)
+    assert VideoDiT.tiny(tiny_dit_cfg, "t2v").prediction == "x0"  # no first frame to build on
+    with pytest.raises(ValueError, match="prediction must be"):
+        VideoDiT(tiny_transformer(tiny_dit_cfg), prediction="eps")

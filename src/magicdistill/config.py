@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -145,7 +145,8 @@ class DistillConfig(Strict):
     # shared_lora: one frozen backbone + one LoRA for both scores (MagicDistillation);
     # separate: a frozen real copy + a trainable full fake copy (DMD2 as published; memory baseline)
     scores: Literal["shared_lora", "separate"] = "shared_lora"
-    real_guidance: float = Field(6.0, ge=0)  # CFG of the real score (the teacher's)
+    # CFG of the real score; None = the teacher's own (its dit.json sampler, else 6)
+    real_guidance: Optional[float] = Field(None, ge=0)
     input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"
     lr_generator: float = Field(2e-5, gt=0)
     lr_fake: float = Field(1e-4, gt=0)
@@ -164,7 +165,7 @@ class DistillConfig(Strict):
     lambda_cfg: float = Field(1.0, ge=0)
     # LCM
     lcm_teacher_steps: int = Field(50, ge=2)
-    lcm_guidance: float = Field(6.0, ge=0)
+    lcm_guidance: Optional[float] = Field(None, ge=0)  # None = the teacher's own
     num_clips: int = Field(1000, ge=4)
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(100, ge=1)

@@ -28,7 +28,7 @@ from .data.synthetic import SyntheticVideos
 from .distill.telemetry import pixel_drift
 from .distill.trainer import distill
 from .models.dit import VideoDiT
-from .pipeline import SHIPPED_DIR, I2VPipeline, read_record, sample_video
+from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
 from .train.vae_trainer import synthetic_config
 from .video import contact_sheet, frames_to_tensor, tensor_to_frames, write_mp4
 
@@ -63,7 +63,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def samplers_for(pipe: I2VPipeline, generator_dir: Path, shipped_generator: Path | None) -> list[Sampler]:
-    out = [Sampler("teacher 50-step CFG", pipe.dit, 50, 6.0, 5.0), Sampler("teacher 4-step CFG (Euler)", pipe.dit, 4, 6.0, 5.0)]
+    t = model_sampler(pipe.dit.meta)
+    out = [Sampler("teacher 50-step CFG", pipe.dit, 50, t["guidance"], t["shift"]),
+           Sampler("teacher 4-step CFG (Euler)", pipe.dit, 4, t["guidance"], t["shift"])]
     for name, folder in (("W2S 4-step (this demo)", generator_dir), ("W2S 4-step (shipped)", shipped_generator)):
         if folder is None or not (folder / "dit.json").is_file():
             continue

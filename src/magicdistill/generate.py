@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import torch_dtype
-from .pipeline import SHIPPED_DIR, I2VPipeline, read_record
+from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record
 from .video import frames_to_tensor, load_image, tensor_to_frames, write_mp4
 
 
@@ -45,13 +45,10 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
         raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
 
-TEACHER_SAMPLER = {"steps": 50, "guidance": 6.0, "shift": 5.0}
-
-
 def sampler_settings(meta: dict, steps: int | None, guidance: float | None, shift: float | None) -> tuple[int, float, float]:
     """Explicit flags win; else the model folder's own sampler (a distilled generator records
     its steps/shift/guidance); else the teacher's 50-step CFG defaults."""
-    rec = {**TEACHER_SAMPLER, **meta.get("sampler", {})}
+    rec = model_sampler(meta)
     return (rec["steps"] if steps is None else steps, rec["guidance"] if guidance is None else guidance,
             rec["shift"] if shift is None else shift)
 

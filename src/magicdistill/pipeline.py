@@ -115,6 +115,15 @@ class I2VPipeline:
                             progress=progress, sampler=kind)[0]
 
 
+TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0}
+
+
+def model_sampler(meta: dict) -> dict:
+    """How a model folder samples by default: its dit.json ``sampler`` over the teacher defaults
+    (50 Euler steps, CFG 6, shift 5). A shipped teacher records the guidance chosen for it."""
+    return {**TEACHER_SAMPLER, **meta.get("sampler", {})}
+
+
 def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:
     """--vae if given; else a ``vae`` folder beside the model folder (how models are shipped);
     else the VAE path recorded when the model was trained."""

@@ -20,12 +20,12 @@ from ..models.dit import VideoDiT
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
-from .w2s import DistillBatch, keep_first_frame
+from .w2s import DistillBatch, keep_first_frame, with_teacher_guidance
 
 
 class LCMMethod:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
-        self.cfg = cfg
+        self.cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
         self.teacher = teacher.eval().requires_grad_(False)
         self.generator = copy.deepcopy(teacher).train().requires_grad_(True)
         self.ema = EMA(self.generator, cfg.ema_decay)  # also the consistency target network

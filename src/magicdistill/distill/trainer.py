@@ -28,7 +28,7 @@ from ..video import tensor_to_frames, write_mp4
 from .cfg_distill import CFGDistillMethod
 from .lcm import LCMMethod
 from .telemetry import pixel_drift
-from .w2s import DistillBatch, W2SMethod
+from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
 
 
 def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device) -> DistillBatch:
@@ -53,7 +53,7 @@ def sampler_record(cfg: DistillConfig) -> dict:
     if cfg.method == "lcm":
         return {"kind": "consistency", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
     if cfg.method in ("cfg", "euler"):  # the guidance scale is an input (cfg) or real CFG (euler)
-        return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 6.0}
+        return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": cfg.real_guidance}
     return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
 
 
@@ -65,6 +65,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
     if cfg.method == "dmd":
         cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
+    cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
     run = Run(out, cfg, resume=resume, may_change=("iters",))
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)

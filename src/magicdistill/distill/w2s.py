@@ -24,6 +24,7 @@ from ..config import DistillConfig
 from ..flow import add_noise, shift_sigma, sigma_schedule, x0_from_v
 from ..models.dit import Condition, VideoDiT
 from ..models.discriminator import DiscriminatorHead
+from ..pipeline import model_sampler
 from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
@@ -61,8 +62,16 @@ def keep_first_frame(x0: torch.Tensor, image_latent: torch.Tensor | None) -> tor
     return torch.cat([image_latent.to(x0.dtype), x0[:, :, 1:]], dim=2)
 
 
+def with_teacher_guidance(cfg: DistillConfig, teacher_meta: dict) -> DistillConfig:
+    """Unset CFG scales (real score, LCM's teacher) become the teacher's own (its dit.json sampler)."""
+    w = model_sampler(teacher_meta)["guidance"]
+    return DistillConfig.strict_update(cfg, real_guidance=w if cfg.real_guidance is None else cfg.real_guidance,
+                                       lcm_guidance=w if cfg.lcm_guidance is None else cfg.lcm_guidance)
+
+
 class W2SMethod:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
+        cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
         if cfg.alpha_weak >= cfg.alpha_strong:
             raise ValueError(f"alpha_weak ({cfg.alpha_weak}) must be below alpha_strong ({cfg.alpha_strong})")
         self.cfg = cfg
