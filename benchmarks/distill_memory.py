@@ -9,7 +9,7 @@ sum of the forward/backward passes it contains, each timed alone on the same mod
 
     python benchmarks/distill_memory.py [--heads 4] [--head-dim 32] [--repeats 3]
 
---heads/--head-dim widen the random-init model so that weights dominate, as at real scale (the
+--heads widens (keep --head-dim 32: the RoPE axes sum to it); --heads/--head-dim widen the random-init model so that weights dominate, as at real scale (the
 embedded default's activations are comparable to its 3 M weights).
 """
 

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_full_size_runs(tmp_path):
-    """The newcomer's command as the README gives it (about ten minutes on 2 CPU cores)."""
+    """The newcomer's command as the README gives it (about three minutes on 2 CPU cores)."""
     r = subprocess.run([sys.executable, "-m", "magicdistill", "demo", "--out", str(tmp_path / "demo")],
                        capture_output=True, text=True, timeout=3600)
     assert r.returncode == 0, r.stderr

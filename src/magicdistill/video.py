@@ -16,7 +16,7 @@ import torch
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)  # np.array: a writable copy
 
 
 def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
