@@ -29,9 +29,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16)
     args = ap.parse_args()
     pipe = I2VPipeline.from_dir(args.model)
-    spec = pipe.spec
-    src = SyntheticVideos(synthetic_config(DataConfig(height=spec.height, width=spec.width,
-                                                      num_frames=spec.num_frames, fps=spec.fps)), "test", seed=1)
+    src = SyntheticVideos(synthetic_config(DataConfig.of_model(pipe.dit.meta)), "test", seed=1)
     clips = [src.clip(i) for i in range(args.clips)]
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])
     x0 = pipe.vae.encode(video)

@@ -3,14 +3,16 @@ separate full real and fake copies, same model, same batch.
 
 Peak memory: each variant runs in its own fresh process; on CPU we report the growth of the peak
 resident set (ru_maxrss) from just before the teacher is built to the end of the iterations, i.e.
-weights + gradients + optimizer states + activations of the method (CUDA: max_memory_allocated).
+weights + gradients + optimizer states + activations of the method (CPU only: the script builds
+everything on the CPU).
 Overhead: the mean time of one r-cycle (1 generator turn + (r-1) fake turns, r = 5) against the
 sum of the forward/backward passes it contains, each timed alone on the same modules.
 
     python benchmarks/distill_memory.py [--heads 4] [--head-dim 32] [--repeats 3]
 
---heads widens (keep --head-dim 32: the RoPE axes sum to it); --heads/--head-dim widen the random-init model so that weights dominate, as at real scale (the
-embedded default's activations are comparable to its 3 M weights).
+--heads widens the random-init model so that weights dominate, as at real scale (the embedded
+default's activations are comparable to its 3 M weights); keep --head-dim 32, the sum of the
+default RoPE axes.
 """
 
 from __future__ import annotations

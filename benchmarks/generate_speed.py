@@ -28,8 +28,8 @@ def main() -> None:
 
     import torch
 
-    from magicdistill.generate import default_model, sampler_settings
-    from magicdistill.pipeline import I2VPipeline, read_record, sample_video
+    from magicdistill.generate import default_model
+    from magicdistill.pipeline import I2VPipeline, model_sampler, read_record, sample_video
     from magicdistill.video import frames_to_tensor, load_image
 
     image = ROOT / "examples" / "portrait.png"
@@ -38,7 +38,8 @@ def main() -> None:
     rows = {}
     for name, flags, folder in (("4-step W2S generator (default)", [], default_model(False)),
                                 ("50-step CFG teacher (--teacher)", ["--teacher"], default_model(True))):
-        steps, guidance, shift = sampler_settings(read_record(folder), None, None, None)
+        rec = model_sampler(read_record(folder))
+        steps, guidance, shift, kind = rec["steps"], rec["guidance"], rec["shift"], rec["kind"]
         cli, sample, decode = [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.repeats):
@@ -50,7 +51,6 @@ def main() -> None:
         pipe = I2VPipeline.from_dir(folder)
         img = frames_to_tensor(load_image(image, pipe.spec.height, pipe.spec.width)[None])[:, 0][None]
         text = pipe.text_encoder([prompt])
-        kind = read_record(folder).get("sampler", {}).get("kind", "euler")
         for i in range(args.repeats):
             t = time.perf_counter()
             lat = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, img, num_frames=pipe.spec.num_frames,

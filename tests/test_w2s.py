@@ -92,5 +92,5 @@ def test_separate_scores_train_the_full_fake_copy_only(tiny_dit_cfg):
     m.fake_update(batch, x_gen, cond, torch.Generator().manual_seed(1))
     fake = m.scores.fake.transformer
     assert all(p.grad is not None for p in fake.transformer_blocks.parameters())
-    assert all(p.grad is None for p in m.scores.real.parameters())
+    assert all(p.grad is None for p in m.scores.backbone.parameters())
     assert all(p.grad is None for p in m.generator.parameters())

@@ -56,6 +56,11 @@ class DataConfig(Strict):
     general_fraction: float = Field(0.2, ge=0, le=1)
     seed: int = 0
 
+    @classmethod
+    def of_model(cls, meta: dict) -> "DataConfig":
+        """The clip format a model folder records in its dit.json."""
+        return cls(height=meta["height"], width=meta["width"], num_frames=meta["num_frames"], fps=meta["fps"])
+
 
 class VAETrainConfig(Strict):
     data: DataConfig = DataConfig()

@@ -50,8 +50,7 @@ class Sampler:
 
 def held_out_clips(meta: dict, n: int, seed: int):
     """The first ``n`` portrait clips of the test split (held-out identities)."""
-    data = DataConfig(height=meta["height"], width=meta["width"], num_frames=meta["num_frames"], fps=meta["fps"])
-    src = SyntheticVideos(synthetic_config(data), "test", seed=seed)
+    src = SyntheticVideos(synthetic_config(DataConfig.of_model(meta)), "test", seed=seed)
     clips = [src.clip(i, portrait_only=True) for i in range(n)]
     return torch.stack([frames_to_tensor(c.frames) for c in clips]), [c.caption for c in clips]
 
@@ -69,9 +68,9 @@ def samplers_for(pipe: I2VPipeline, generator_dir: Path, shipped_generator: Path
     for name, folder in (("W2S 4-step (this demo)", generator_dir), ("W2S 4-step (shipped)", shipped_generator)):
         if folder is None or not (folder / "dit.json").is_file():
             continue
-        rec = read_record(folder).get("sampler", {})
-        out.append(Sampler(name, VideoDiT.load(folder), rec.get("steps", 4), rec.get("guidance", 1.0),
-                           rec.get("shift", 5.0), rec.get("kind", "euler")))
+        dit = VideoDiT.load(folder)
+        rec = model_sampler(dit.meta)
+        out.append(Sampler(name, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"]))
     return out
 
 
@@ -130,10 +129,10 @@ def write_report(report: Path, results: list[dict], videos: dict[str, torch.Tens
     report.mkdir(parents=True, exist_ok=True)
     names = list(videos)
     sheets = []
-    for i, caption in enumerate(captions):
-        row = torch.cat([truth[i]] + [videos[n][i] for n in names], dim=-1)  # side by side
-        write_mp4(report / f"clip_{i:02d}.mp4", tensor_to_frames(row), meta["fps"])
-        sheets.append(tensor_to_frames(row))
+    for i in range(len(captions)):
+        row = tensor_to_frames(torch.cat([truth[i]] + [videos[n][i] for n in names], dim=-1))  # side by side
+        write_mp4(report / f"clip_{i:02d}.mp4", row, meta["fps"])
+        sheets.append(row)
     contact_sheet(sheets, every=4, zoom=2).save(report / "overview.png")
     (report / "metrics.json").write_text(json.dumps(
         {"distill_iters": cfg.iters, "distill_seconds": distill_seconds, "columns": ["ground truth"] + names,

@@ -109,7 +109,7 @@ class I2VPipeline:
             raise ValueError("the prompt is empty: describe the video")
         text = self.text_encoder([prompt])
         gen = torch.Generator().manual_seed(seed)
-        kind = getattr(self.dit, "meta", {}).get("sampler", {}).get("kind", "euler")
+        kind = model_sampler(getattr(self.dit, "meta", {}))["kind"]
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
                             progress=progress, sampler=kind)[0]

@@ -22,12 +22,8 @@ from ..models.dit import VideoDiT
 from ..models.discriminator import FeatureTap
 from ..models.lora import SharedLoRA
 
-ROLES = ("real", "fake", "teacher")
-
-
 class SharedScores:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
-        self.cfg = cfg
         self.backbone = teacher.eval().requires_grad_(False)
         self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank)
         self._tap = FeatureTap(self.backbone.transformer, list(cfg.disc_layers))
@@ -50,15 +46,14 @@ class SharedScores:
 
 class SeparateScores:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
-        self.cfg = cfg
-        self.real = teacher.eval().requires_grad_(False)
+        self.backbone = teacher.eval().requires_grad_(False)  # the real score (and the teacher)
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
         self._taps = {"fake": FeatureTap(self.fake.transformer, list(cfg.disc_layers)),
-                      "teacher": FeatureTap(self.real.transformer, list(cfg.disc_layers))}
+                      "teacher": FeatureTap(self.backbone.transformer, list(cfg.disc_layers))}
 
     @contextmanager
     def use(self, role: str) -> Iterator[VideoDiT]:
-        yield self.fake if role == "fake" else self.real
+        yield self.fake if role == "fake" else self.backbone
 
     def tap(self, role: str) -> FeatureTap:
         return self._taps["fake" if role == "fake" else "teacher"]

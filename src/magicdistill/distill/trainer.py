@@ -82,7 +82,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     vae = load_vae(vae_dir, dtype=dtype, device=device)
     enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
     null_text = enc([""])
-    data_cfg = DataConfig(height=meta["height"], width=meta["width"], num_frames=meta["num_frames"], fps=meta["fps"])
+    data_cfg = DataConfig.of_model(meta)
     cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
     data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
     test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)

@@ -97,7 +97,7 @@ class W2SMethod:
     @property
     def backbone(self) -> VideoDiT:
         """The frozen teacher (under the shared LoRA by default)."""
-        return self.scores.backbone if hasattr(self.scores, "backbone") else self.scores.real
+        return self.scores.backbone
 
     @property
     def lora(self):
