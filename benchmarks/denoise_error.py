@@ -14,10 +14,9 @@ import argparse
 
 import torch
 
-from magicdistill.data.synthetic import SyntheticVideos
+from magicdistill.data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from magicdistill.flow import add_noise, x0_from_v
 from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline
-from magicdistill.train.vae_trainer import synthetic_config
 from magicdistill.config import DataConfig
 from magicdistill.video import frames_to_tensor
 
@@ -29,7 +28,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=16)
     args = ap.parse_args()
     pipe = I2VPipeline.from_dir(args.model)
-    src = SyntheticVideos(synthetic_config(DataConfig.of_model(pipe.dit.meta)), "test", seed=1)
+    src = SyntheticVideos(SyntheticVideoConfig.of(DataConfig.of_model(pipe.dit.meta)), "test", seed=1)
     clips = [src.clip(i) for i in range(args.clips)]
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])
     x0 = pipe.vae.encode(video)

@@ -1,5 +1,13 @@
 """Memory and overhead of one distillation iteration: W2S (one backbone + one LoRA) vs DMD2 with
-separate full real and fake copies, same model, same batch.
+separate full real and fake copies, same model, same batch; each with a full or a LoRA generator.
+
+Variants (what each holds besides activations; "copy" = one model-sized set of weights):
+  dmd2_full  DMD2 as published: frozen real copy, trainable fake copy (+ grads + 2 AdamW states),
+             full generator copy (+ grads + 2 AdamW states) and its EMA copy;
+  w2s_full   one frozen backbone + the score LoRA; full generator copy (+ grads, AdamW) and EMA copy;
+  w2s_lora   one frozen backbone + the score LoRA + the generator adapter (+ its EMA): no copy at all;
+  dmd2_lora  the apples-to-apples baseline for w2s_lora: DMD2's real and fake copies, with the same
+             LoRA generator (an adapter on the frozen real copy).
 
 Peak memory: each variant runs in its own fresh process; on CPU we report the growth of the peak
 resident set (ru_maxrss) from just before the teacher is built to the end of the iterations, i.e.
@@ -8,7 +16,9 @@ everything on the CPU).
 Overhead: the mean time of one r-cycle (1 generator turn + (r-1) fake turns, r = 5) against the
 sum of the forward/backward passes it contains, each timed alone on the same modules.
 
-    python benchmarks/distill_memory.py [--heads 4] [--head-dim 32] [--repeats 3]
+    python benchmarks/distill_memory.py [--heads 4] [--head-dim 32] [--repeats 3] [--rank 16] [--memory-only]
+
+--memory-only skips the overhead timing (many passes; minutes on a loaded machine at --heads 16).
 
 --heads widens the random-init model so that weights dominate, as at real scale (the embedded
 default's activations are comparable to its 3 M weights); keep --head-dim 32, the sum of the
@@ -28,7 +38,13 @@ import time
 import torch
 
 
-def _build(args, scores: str):
+VARIANTS = {  # name: (scores, generator)
+    "w2s_full": ("shared_lora", "full"), "dmd2_full": ("separate", "full"),
+    "w2s_lora": ("shared_lora", "lora"), "dmd2_lora": ("separate", "lora"),
+}
+
+
+def _build(args, variant: str):
     from magicdistill.config import DiTConfig, DistillConfig
     from magicdistill.distill.w2s import DistillBatch, W2SMethod
     from magicdistill.models.dit import VideoDiT
@@ -37,7 +53,9 @@ def _build(args, scores: str):
     torch.manual_seed(0)
     dit_cfg = DiTConfig(hidden_heads=args.heads, head_dim=args.head_dim)
     teacher = VideoDiT.tiny(dit_cfg, "i2v")
-    cfg = DistillConfig(scores=scores, alpha_weak=0.25 if scores == "shared_lora" else 0.0, batch_size=args.batch)
+    scores, generator = VARIANTS[variant]
+    cfg = DistillConfig(scores=scores, alpha_weak=0.25 if scores == "shared_lora" else 0.0, batch_size=args.batch,
+                        generator=generator, lora_rank=args.rank, generator_lora_rank=args.rank)
     method = W2SMethod(teacher, cfg)
     g = torch.Generator().manual_seed(0)
     b, c, d = args.batch, dit_cfg.latent_channels, dit_cfg.text_dim
@@ -55,9 +73,10 @@ def child(args) -> None:
     for it in range(method.cfg.generator_every):  # one full cycle: a generator turn and the fake turns
         method.step(batch, it, torch.Generator().manual_seed(it))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    params = sum(p.numel() for p in method.generator.parameters())
-    out = {"variant": args.child, "peak_mib": peak_kib / 1024, "generator_params": params}
-    if args.child == "shared_lora":
+    trainable = sum(p.numel() for p in method.generator_weights.parameters())
+    model = sum(p.numel() for n, p in method.backbone.named_parameters() if ".lora_" not in n)
+    out = {"variant": args.child, "peak_mib": peak_kib / 1024, "model_params": model, "generator_trainable": trainable}
+    if args.child == "w2s_full" and not args.memory_only:
         out.update(overhead(method, batch, args.repeats))
     print(json.dumps(out))
 
@@ -84,7 +103,7 @@ def overhead(method, batch, repeats: int) -> dict:
     def gen_fwd_bwd():
         gc = method.generator.condition(batch.text, batch.image, batch.image_latent)
         method.generator(x, sigma, gc).pow(2).mean().backward()
-        method.generator.zero_grad(set_to_none=True)
+        method.generator_weights.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def gen_fwd():
@@ -128,21 +147,31 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--child", choices=["shared_lora", "separate"])
+    ap.add_argument("--rank", type=int, default=16, help="rank of the score LoRA and of the LoRA generator")
+    ap.add_argument("--memory-only", action="store_true", help="skip the overhead timing")
+    ap.add_argument("--child", choices=list(VARIANTS))
     args = ap.parse_args()
     if args.child:
         return child(args)
     rows = {}
-    for variant in ("shared_lora", "separate"):
+    for variant in VARIANTS:  # each in a fresh process: ru_maxrss is a process-lifetime peak
         cmd = [sys.executable, __file__, "--child", variant, "--heads", str(args.heads), "--head-dim", str(args.head_dim),
-               "--batch", str(args.batch), "--repeats", str(args.repeats)]
+               "--batch", str(args.batch), "--repeats", str(args.repeats), "--rank", str(args.rank)]
+        cmd += ["--memory-only"] if args.memory_only else []
         rows[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    w, d = rows["shared_lora"], rows["separate"]
-    print(f"model: hidden {args.heads}x{args.head_dim}, {w['generator_params'] / 1e6:.1f} M params; batch {args.batch}; "
-          f"device cpu, torch {torch.__version__}")
-    print(f"peak memory growth, one r-cycle: W2S shared backbone+LoRA {w['peak_mib']:.0f} MiB, "
-          f"DMD2 separate real+fake {d['peak_mib']:.0f} MiB, ratio {w['peak_mib'] / d['peak_mib']:.2f}")
-    print(f"time per 5-iteration cycle {w['cycle_s']:.2f} s vs sum of its passes alone {w['passes_s']:.2f} s: "
+    w = rows["w2s_full"]
+    print(f"model: hidden {args.heads}x{args.head_dim}, {w['model_params'] / 1e6:.1f} M params; batch {args.batch}; "
+          f"LoRA rank {args.rank}; device cpu, torch {torch.__version__}")
+    print("peak memory growth, one r-cycle (generator: trainable params):")
+    for name, r in rows.items():
+        print(f"  {name:<10} {r['peak_mib']:6.0f} MiB  (generator {r['generator_trainable'] / 1e6:.2f} M)")
+    mib = {k: r["peak_mib"] for k, r in rows.items()}
+    print(f"ratios: w2s_full / dmd2_full {mib['w2s_full'] / mib['dmd2_full']:.2f}; "
+          f"w2s_lora / dmd2_full {mib['w2s_lora'] / mib['dmd2_full']:.2f}; "
+          f"w2s_lora / dmd2_lora {mib['w2s_lora'] / mib['dmd2_lora']:.2f}")
+    if args.memory_only:
+        return
+    print(f"w2s_full: time per 5-iteration cycle {w['cycle_s']:.2f} s vs sum of its passes alone {w['passes_s']:.2f} s: "
           f"overhead {100 * w['overhead']:+.0f}%")
     print("passes (median s): " + ", ".join(f"{k} {v:.3f}" for k, v in w["pass_times_s"].items()))
 

@@ -7,23 +7,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from magicdistill.config import DiTConfig, DistillConfig
+from magicdistill.config import DistillConfig
 from magicdistill.distill.trainer import distill
 from magicdistill.models.dit import VideoDiT
-from magicdistill.models.patch_vae import CausalPatchVAE
-from magicdistill.models.vae import VideoVAE
+from toys import write_tiny_teacher
 
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    VideoVAE(CausalPatchVAE(latent_channels=4, hidden=16, blocks=1)).save(root / "vae")
-    cfg = DiTConfig(latent_channels=4, hidden_heads=2, head_dim=16, num_layers=1, num_single_layers=1,
-                    rope_axes_dim=(4, 6, 6), image_tokens=4)
-    VideoDiT.tiny(cfg, "i2v").save(root / "teacher", task="i2v", height=32, width=32, num_frames=5, fps=8.0,
-                                   max_text_tokens=32)
-    return root / "teacher"
+    return write_tiny_teacher(tmp_path_factory.mktemp("tiny"))
 
 
 def _cfg(**kw):

@@ -3,9 +3,9 @@
 import torch
 
 from magicdistill.config import DistillConfig
-from magicdistill.distill.w2s import DistillBatch, W2SMethod
+from magicdistill.distill.w2s import W2SMethod
 from magicdistill.models.dit import VideoDiT
-from magicdistill.models.text import TextEmbedding
+from toys import toy_batch
 
 
 def _method(cfg_dit, **kw):
@@ -15,13 +15,6 @@ def _method(cfg_dit, **kw):
     return W2SMethod(teacher, cfg)
 
 
-def _batch(cfg_dit, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c, d = cfg_dit.latent_channels, cfg_dit.text_dim
-    x = torch.randn(2, c, 3, 8, 8, generator=g)
-    text = TextEmbedding(torch.randn(2, 5, d, generator=g), torch.ones(2, 5, dtype=torch.bool), torch.randn(2, d, generator=g))
-    null = TextEmbedding(torch.zeros(2, 5, d), torch.ones(2, 5, dtype=torch.bool), torch.zeros(2, d))
-    return DistillBatch(x, text, null, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, x[:, :, :1].clone())
 
 
 def _grads(params):
@@ -30,7 +23,7 @@ def _grads(params):
 
 def test_fake_turn_updates_only_lora_and_head(tiny_dit_cfg):
     m = _method(tiny_dit_cfg)
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     g = torch.Generator().manual_seed(1)
     cond, _ = m.conditions(batch)
     x_gen = m.generate(batch, g, grad=False)
@@ -45,7 +38,7 @@ def test_fake_turn_updates_only_lora_and_head(tiny_dit_cfg):
 
 def test_generator_turn_updates_only_generator(tiny_dit_cfg):
     m = _method(tiny_dit_cfg)
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     g = torch.Generator().manual_seed(2)
     cond, uncond = m.conditions(batch)
     before = [p.detach().clone() for p in m.generator.parameters()]
@@ -62,7 +55,7 @@ def test_generator_turn_updates_only_generator(tiny_dit_cfg):
 def test_real_and_fake_scores_agree_at_step_zero_so_dmd_is_zero(tiny_dit_cfg):
     # LoRA B = 0: alpha_weak and alpha_strong scores coincide; without CFG the DMD gradient is exactly 0
     m = _method(tiny_dit_cfg, real_guidance=1.0, lambda_adv=0.0)
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     g = torch.Generator().manual_seed(3)
     cond, uncond = m.conditions(batch)
     x_gen = m.generate(batch, g, grad=True)
@@ -78,7 +71,7 @@ def test_schedule_five_fake_updates_per_generator_update(tiny_dit_cfg):
 
 def test_first_latent_frame_is_the_image(tiny_dit_cfg):
     m = _method(tiny_dit_cfg, input_mode="backward_simulation")
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     x_gen = m.generate(batch, torch.Generator().manual_seed(0), grad=False)
     torch.testing.assert_close(x_gen[:, :, :1], batch.image_latent)
 
@@ -86,7 +79,7 @@ def test_first_latent_frame_is_the_image(tiny_dit_cfg):
 def test_separate_scores_train_the_full_fake_copy_only(tiny_dit_cfg):
     """DMD2 as published (the memory baseline): the fake turn trains the fake copy and the head;
     the frozen real copy gets no gradient."""
-    m, batch = _method(tiny_dit_cfg, scores="separate", alpha_weak=0.0), _batch(tiny_dit_cfg)
+    m, batch = _method(tiny_dit_cfg, scores="separate", alpha_weak=0.0), toy_batch(tiny_dit_cfg)
     cond, _ = m.conditions(batch)
     x_gen = m.generate(batch, torch.Generator().manual_seed(0), grad=False)
     m.fake_update(batch, x_gen, cond, torch.Generator().manual_seed(1))

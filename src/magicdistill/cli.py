@@ -6,11 +6,10 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Distil video diffusion transformers into few-step generators, and run them.")
 
 
@@ -126,6 +125,8 @@ def distill_cmd(
     input_mode: str = typer.Option("noised_data", help="noised_data | backward_simulation"),
     scores: str = typer.Option("shared_lora", help="shared_lora (one backbone + one LoRA, W2S) | separate (full "
                                                    "real and fake copies, DMD2 as published)"),
+    generator: str = typer.Option("full", help="full (a trainable copy of the teacher) | lora (an adapter on the "
+                                              "scores' frozen backbone: far less memory)"),
     batch_size: int = typer.Option(4),
     num_clips: int = typer.Option(1000, help="synthetic training clips to encode"),
     seed: int = typer.Option(0),
@@ -145,7 +146,7 @@ def distill_cmd(
         cfg = _resolve_config(
             DistillConfig, config, dry_run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
             alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-            num_clips=num_clips, seed=seed, device=device, dtype=dtype)
+            num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator)
         if cfg is None:
             return
         from .distill.trainer import distill
@@ -155,25 +156,62 @@ def distill_cmd(
         _fail(str(e))
 
 
+@app.command("train-probe")
+def train_probe_cmd(
+    out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, probe/)"),
+    steps: int = typer.Option(None, help="optimizer steps (default 800)"),
+    batch_size: int = typer.Option(None, help="clips per step, plus a third as many shuffled copies (default 24)"),
+    pool_clips: int = typer.Option(None, help="synthetic training clips rendered once (default 1500)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    resume: bool = RESUME_OPTION,
+) -> None:
+    """Train the evaluation probe: predicts synthetic clips' identity and motion attributes (docs/PROBE.md)."""
+    _quiet()
+    from .train.probe_trainer import ProbeTrainConfig, train_probe
+
+    try:
+        given = {"steps": steps, "batch_size": batch_size, "pool_clips": pool_clips}  # None: ProbeTrainConfig's default
+        cfg = ProbeTrainConfig.strict_update(ProbeTrainConfig(), seed=seed, device=device,
+                                             **{k: v for k, v in given.items() if v is not None})
+        train_probe(cfg, str(out), resume=resume)
+    except ValueError as e:
+        _fail(str(e))
+
+
 @app.command("generate")
 def generate_cmd(
     prompt: str = typer.Option(..., help="what happens in the video"),
     out: Path = typer.Option(..., help="output .mp4 path"),
-    image: Path = typer.Option(None, help="first frame (any size/aspect: resized to cover, centre-cropped)"),
+    image: Path = typer.Option(None, help="first frame (any size/aspect: resized to cover, centre-cropped) [default: "
+                                          "chosen by the prior: --t2i, or retrieval from --index]"),
+    t2i: Path = typer.Option(None, help="without --image: a local diffusers text-to-image pipeline folder makes the "
+                                        "first frame (docs/PRIOR.md)"),
+    index: Path = typer.Option(None, help="without --image: retrieve the first frame from this image index "
+                                          "(magicdistill index-images) [default: the shipped synthetic identities]"),
     steps: int = typer.Option(None, help="sampling steps [default: the model's sampler; 50 for a teacher]"),
     guidance: float = typer.Option(None, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance [default: 6, "
                                               "or the model's]"),
     shift: float = typer.Option(None, help="timestep shift s of the sigma schedule [default: 5]"),
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
+    seconds: float = typer.Option(None, help="a long video of this many seconds (at most 600) by a sliding window "
+                                             "of model-length windows; excludes --frames (docs/LONG_VIDEO.md)"),
+    overlap: int = typer.Option(None, help="with --seconds: latent frames each window shares with the previous one "
+                                           "[default: long_video.DEFAULT_OVERLAP]"),
     fps: float = typer.Option(None, help="frames per second of the mp4 [default: the model's]"),
     model: Path = typer.Option(None, help="model folder [default: the shipped 4-step distilled generator]"),
     teacher: bool = typer.Option(False, "--teacher", help="sample the shipped teacher (50-step CFG) instead"),
     vae: Path = typer.Option(None, help="VAE folder [default: the model's]"),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
+    quantize: str = typer.Option(None, help="int8: int8 weight-only DiT and encoders, quantized on load "
+                                            "(docs/QUANTIZATION.md)"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (slow first step; see "
+                                                         "docs/BENCHMARKS.md)"),
 ) -> None:
-    """Image(+text)-to-video: write a playable H.264 mp4 whose first frame is the image."""
+    """Image(+text)-to-video: write a playable H.264 mp4 whose first frame is the image (without --image: one
+    chosen by the text->image prior, saved as OUT.prior.png/.json; docs/PRIOR.md)."""
     _quiet()
     import time
 
@@ -183,11 +221,70 @@ def generate_cmd(
         t0 = time.time()
         path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, seed=seed,
                         frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
-                        dtype=dtype)
+                        dtype=dtype, seconds=seconds, overlap=overlap, t2i=t2i, index=index, quantize=quantize,
+                        compile=compile)
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"done in {time.time() - t0:.1f} s", err=True)
     typer.echo(str(path))
+
+
+@app.command("quantize")
+def quantize_cmd(
+    out: Path = typer.Option(..., help="new folder for the quantized model (usable as generate --model OUT)"),
+    model: Path = typer.Option(None, help="model folder (default: the shipped 4-step distilled generator)"),
+    vae: Path = typer.Option(None, help="VAE folder (default: the model's)"),
+    check: bool = typer.Option(True, "--check/--no-check", help="run the quality gate (quantized vs unquantized on "
+                                                               "held-out first frames) and report it"),
+) -> None:
+    """int8 weight-only quantization of a model folder's DiT, vision and text encoders (docs/QUANTIZATION.md).
+    Exit code 1 if the quality gate fails (the folder is still written)."""
+    _quiet()
+    from .generate import default_model
+    from .quant.folder import quantize_folder
+
+    try:
+        path, gate = quantize_folder(model or default_model(False), out, vae_dir=vae, check=check)
+    except ValueError as e:
+        _fail(str(e))
+    if gate is not None:
+        typer.echo(gate.report())
+    typer.echo(str(path))
+    if gate is not None and not gate.passed:
+        raise typer.Exit(1)
+
+
+@app.command("index-images")
+def index_images_cmd(
+    corpus: Path = typer.Argument(None, help="folder of images (recursive); captions from NAME.txt sidecars, else "
+                                             "file names"),
+    out: Path = typer.Option(..., help="index folder to write (index.json + embeddings.npy)"),
+    clip: Path = typer.Option(None, help="a local Hugging Face CLIP folder: embed the images' pixels with CLIP "
+                                         "instead of their captions with MiniLM"),
+    synthetic: int = typer.Option(None, help="instead of CORPUS: index this many synthetic portrait identities "
+                                             "(their first frames are stored in OUT/images)"),
+    seed: int = typer.Option(0, help="with --synthetic: which synthetic clips"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Build an image index for the retrieval prior (generate --prompt without --image; docs/PRIOR.md)."""
+    _quiet()
+    try:
+        if (corpus is None) == (synthetic is None):
+            raise ValueError("give either an image folder CORPUS or --synthetic N")
+        if synthetic is not None and clip is not None:
+            raise ValueError("--clip applies to an image folder; the synthetic index embeds captions with MiniLM")
+        if synthetic is not None:
+            from .prior.synthetic_index import build_synthetic_index
+
+            index = build_synthetic_index(out, synthetic, seed=seed, device=device)
+        else:
+            from .prior.retrieval import build_index
+
+            index = build_index(corpus, out, clip=clip, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"{len(index)} images indexed with {index.embedder['kind']}", err=True)
+    typer.echo(str(out))
 
 
 @app.command("demo")
@@ -210,6 +307,67 @@ def demo_cmd(
         _fail(str(e))
     typer.echo((report / "report.md").read_text())
     typer.echo(str(report))
+
+
+@app.command("bench")
+def bench_cmd(
+    out: Path = typer.Option(..., help="bench folder (distillation runs, latent cache, results/*.json); re-running "
+                                       "continues it"),
+    quick: bool = typer.Option(False, "--quick", help="a few-minute version: 16 iterations, 2 clips, 2 seeds"),
+    seeds: int = typer.Option(None, help="sampling seeds per row [default: 3, --quick 2]"),
+    clips: int = typer.Option(None, help="held-out clips per seed [default: 8, --quick 2]"),
+    iters: int = typer.Option(None, help="distillation iterations per generator [default: 200, --quick 16]"),
+    docs: Path = typer.Option(Path("docs/RESULTS.md"), help="the results page to write (plots go to its plots/)"),
+    teacher: Path = typer.Option(None, help="TI2V teacher folder [default: the shipped tiny teacher]"),
+    t2v_teacher: Path = typer.Option(None, help="a T2V teacher folder: adds the T2V-vs-TI2V distillation curve"),
+    probe: Path = typer.Option(None, help="probe folder for the metrics [default: the shipped probe]"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """The papers' tables in miniature: Euler/LCM/DMD2/W2S at 1-50 steps, the alpha_weak ablation and
+    metric vs distillation iterations, with 95% intervals over seeds; writes docs/RESULTS.md + plots."""
+    _quiet()
+    import shlex
+
+    from .bench.plan import settings_for
+    from .bench.runner import run_bench
+
+    try:
+        settings = settings_for(quick, iters=iters, clips=clips, seeds=seeds)
+        path = run_bench(out, settings, teacher_dir=teacher, t2v_teacher=t2v_teacher, docs=docs, device=device,
+                         probe=probe, command=shlex.join(["magicdistill", *sys.argv[1:]]))
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    videos: Path = typer.Option(..., help="folder of generated .mp4 files, or a run folder (its newest samples/ grid)"),
+    reference: Path = typer.Option(None, help="folder of reference .mp4 files (default for a run folder: the "
+                                              "ground truth beside its samples)"),
+    json_out: Path = typer.Option(None, "--json", help="also write the results to this JSON file (atomically)"),
+    extractor: str = typer.Option("probe", help="probe | inception | i3d | vgg16 (see docs/EVALUATION.md)"),
+    weights: Path = typer.Option(None, help="the extractor's local file (inception-2015-12-05.pt, "
+                                            "i3d_torchscript.pt, vgg16.pt) or probe folder"),
+    max_videos: int = typer.Option(None, help="use at most this many videos of each folder"),
+    images: Path = typer.Option(None, help="folder of the conditioning images, paired with the videos by name "
+                                           "order, for i2v_subject (default: frame 0 of each video)"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """FID, FVD, KID (+ paired perceptual distance) and VBench-style dimensions of generated videos."""
+    _quiet()
+    from .eval.suite import evaluate_folders, print_table, write_json
+
+    try:
+        result, notes = evaluate_folders(videos, reference, extractor=extractor, weights=weights,
+                                         max_videos=max_videos, images=images, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    for note in notes:
+        typer.echo(note, err=True)
+    print_table(result, title=f"magicdistill evaluate ({result['extractor']})")
+    if json_out:
+        typer.echo(str(write_json(json_out, result)))
 
 
 def main() -> None:

@@ -150,6 +150,10 @@ class DistillConfig(Strict):
     # shared_lora: one frozen backbone + one LoRA for both scores (MagicDistillation);
     # separate: a frozen real copy + a trainable full fake copy (DMD2 as published; memory baseline)
     scores: Literal["shared_lora", "separate"] = "shared_lora"
+    # full: a separate trainable copy of the teacher (+ its EMA copy); lora: a second adapter on the
+    # scores' frozen backbone (its EMA is adapter-sized): the memory option of method.md
+    generator: Literal["full", "lora"] = "full"
+    generator_lora_rank: int = Field(16, ge=1)
     # CFG of the real score; None = the teacher's own (its dit.json sampler, else 6)
     real_guidance: Optional[float] = Field(None, ge=0)
     input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"

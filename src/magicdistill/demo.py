@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 from .config import DataConfig, DistillConfig
-from .data.synthetic import SyntheticVideos
+from .data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from .distill.telemetry import pixel_drift
 from .distill.trainer import distill
 from .models.dit import VideoDiT
 from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
-from .train.vae_trainer import synthetic_config
+from .train.checkpoint import has_checkpoint
 from .video import contact_sheet, frames_to_tensor, tensor_to_frames, write_mp4
 
 
@@ -50,7 +50,7 @@ class Sampler:
 
 def held_out_clips(meta: dict, n: int, seed: int):
     """The first ``n`` portrait clips of the test split (held-out identities)."""
-    src = SyntheticVideos(synthetic_config(DataConfig.of_model(meta)), "test", seed=seed)
+    src = SyntheticVideos(SyntheticVideoConfig.of(DataConfig.of_model(meta)), "test", seed=seed)
     clips = [src.clip(i, portrait_only=True) for i in range(n)]
     return torch.stack([frames_to_tensor(c.frames) for c in clips]), [c.caption for c in clips]
 
@@ -88,7 +88,7 @@ def run_demo(out: str | Path, *, iters: int = 150, clips: int = 4, seed: int = 0
     cfg = DistillConfig(iters=iters, num_clips=num_clips, seed=seed, device=device, sample_every=iters,
                         checkpoint_every=max(10, iters // 5))
     t0 = time.time()
-    resume = (run_dir / "checkpoint" / "meta.json").is_file()
+    resume = has_checkpoint(run_dir / "checkpoint")
     gen_dir = distill(cfg, teacher_dir, run_dir, resume=resume, cache_dir=out / "cache")
     distill_seconds = time.time() - t0
     # 2. sample held-out first frames with every sampler, timed

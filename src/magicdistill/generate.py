@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-
 from .config import torch_dtype
+from .long_video import DEFAULT_OVERLAP, long_video_frames, sample_long_video
 from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record
+from .prior.first_frame import choose_first_frame, plan_prior, save_prior
+from .quant.folder import quantize_pipeline
+from .quant.int8 import check_quantize
+from .torch_compile import check_compile_available, compile_transformer
 from .video import frames_to_tensor, load_image, tensor_to_frames, write_mp4
 
 
@@ -61,7 +64,9 @@ def default_model(teacher: bool) -> Path:
 def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int | None = None,
              guidance: float | None = None, shift: float | None = None, seed: int = 0, frames: int | None = None,
              fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
-             vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True) -> Path:
+             vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
+             seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
+             index: str | Path | None = None, quantize: str | None = None, compile: bool = False) -> Path:
     out = Path(out)
     if model and teacher:
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
@@ -69,19 +74,43 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
     meta = read_record(model_dir)
     steps, guidance, shift = sampler_settings(meta, steps, guidance, shift)
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)
-    if image is None:
-        raise ValueError("--image is required (text-only generation comes with the image prior stage)")
-    # 1. the conditioning image, checked before loading models
-    pixels = load_image(image, meta.get("height", 64), meta.get("width", 64))
+    check_quantize(quantize)
+    if compile:
+        check_compile_available()
+    if seconds is not None or overlap is not None:  # a long video: a sliding window (long_video.py)
+        if seconds is None:
+            raise ValueError("--overlap applies to a sliding-window video: give --seconds too")
+        long_frames = long_video_frames(seconds, fps or meta.get("fps", 8.0), frames=frames, overlap=overlap)
+    # 1. the conditioning image, or the prior that will choose it (prior/), checked before loading models
+    prior = plan_prior(image=image, t2i=t2i, index=index)
+    pixels = load_image(image, meta.get("height", 64), meta.get("width", 64)) if prior is None else None
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
+    choice = None
+    if prior is not None:  # Stage 0: the first frame from a T2I model or retrieval
+        choice = choose_first_frame(prior, prompt, meta.get("height", 64), meta.get("width", 64), seed=seed,
+                                    device=device, dtype=torch_dtype(dtype))
+        pixels = choice.pixels
     # 2. models
     pipe = I2VPipeline.from_dir(model_dir, vae_dir=vae, device=device, dtype=torch_dtype(dtype))
+    if quantize:  # int8 weights on load (a folder written by `magicdistill quantize` already is)
+        quantize_pipeline(pipe, quantize)
+    if compile:
+        compile_transformer(pipe.dit)
     n = frames or pipe.spec.num_frames
     n_valid = valid_frame_count(n, pipe.vae.temporal_ratio)
     cond_image = frames_to_tensor(pixels[None])[:, 0][None]
-    # 3. sample
-    video = pipe(cond_image, prompt, num_frames=n_valid, seed=seed, steps=steps, guidance=guidance, shift=shift,
-                 progress=progress)
-    # 4. write
-    return write_mp4(out, tensor_to_frames(video[:, :n]), fps or pipe.spec.fps)
+    # 3. sample: one window, or a sliding window over many (long_video.py)
+    if seconds is not None:
+        frames_u8 = sample_long_video(pipe, cond_image, prompt, num_frames=long_frames, seed=seed, steps=steps,
+                                      guidance=guidance, shift=shift, progress=progress,
+                                      overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+    else:
+        video = pipe(cond_image, prompt, num_frames=n_valid, seed=seed, steps=steps, guidance=guidance, shift=shift,
+                     progress=progress)
+        frames_u8 = tensor_to_frames(video[:, :n])
+    # 4. write (atomically); the chosen prior goes beside the video only once the video exists
+    path = write_mp4(out, frames_u8, fps or pipe.spec.fps)
+    if choice is not None:
+        save_prior(out, choice)
+    return path

@@ -43,8 +43,10 @@ def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: Tex
         image_latent = vae.encode(image[:, :, None])  # a 1-frame clip: the causal VAE's first latent
     null = TextEmbedding(null_text.tokens.expand(len(text.tokens), -1, -1), null_text.mask.expand(len(text.mask), -1),
                          null_text.pooled.expand(len(text.pooled), -1)).to(device)
-    cond = dit.condition(text.to(device), image, image_latent)
-    uncond = dit.condition(null, image, image_latent)
+    # one vision-encoder pass shared by both branches (they see the same image)
+    image_tokens = dit.vision(image.to(dit.dtype)) if dit.vision is not None and image is not None else None
+    cond = dit.condition(text.to(device), image, image_latent, image_tokens=image_tokens)
+    uncond = dit.condition(null, image, image_latent, image_tokens=image_tokens)
     return cond, uncond, image_latent
 
 
@@ -53,10 +55,11 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
                  image: torch.Tensor | None, *, num_frames: int, generator: torch.Generator, steps: int = 50,
                  guidance: float = 6.0, shift: float = 5.0, sigmas: torch.Tensor | None = None,
                  progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None,
-                 sampler: str = "euler") -> torch.Tensor:
+                 sampler: str = "euler", wrap_model=None) -> torch.Tensor:
     """-> video (B, 3, T, H, W) in [-1, 1] (or latents when ``decode`` is False).
 
-    The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``."""
+    The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``.
+    ``wrap_model(velocity_fn) -> velocity_fn`` constrains the sampling (long_video.py's overlap)."""
     b = text.tokens.shape[0]
     device = next(dit.parameters()).device
     if image is None and size is None:
@@ -73,6 +76,8 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
     if dit.transformer.config.guidance_embeds:  # CFG-distilled: w is an input, one forward per step
         w = torch.tensor([float(guidance)], device=device)
         model, uncond, guidance = (lambda x, s, c: dit(x, s, c, guidance=w)), None, 1.0
+    if wrap_model is not None:
+        model = wrap_model(model)
     if sampler == "consistency":
         latents = consistency_sample(model, noise, cond, sigmas=sigma_schedule(steps, shift) if sigmas is None else sigmas,
                                      generator=generator, progress=progress)
@@ -99,7 +104,8 @@ class I2VPipeline:
         dit = VideoDiT.load(model_dir, dtype=dtype, device=device)
         meta = dit.meta
         vae = load_vae(resolve_vae_dir(model_dir, vae_dir), dtype=dtype, device=device)
-        enc = TextEncoder(text_encoder, max_tokens=meta.get("max_text_tokens", 64), device=device)
+        own = model_dir / meta["text_encoder"] if meta.get("text_encoder") else None  # e.g. a quantized copy
+        enc = TextEncoder(text_encoder or own, max_tokens=meta.get("max_text_tokens", 64), device=device)
         spec = VideoSpec(meta["height"], meta["width"], meta["num_frames"], meta["fps"])
         return cls(dit, vae, enc, spec)
 

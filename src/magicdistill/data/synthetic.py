@@ -128,6 +128,12 @@ class SyntheticVideoConfig:
         if not 0.0 <= self.general_fraction <= 1.0:
             raise ValueError(f"general_fraction must be in [0, 1], got {self.general_fraction}")
 
+    @classmethod
+    def of(cls, data) -> "SyntheticVideoConfig":
+        """The clips a run's ``DataConfig`` asks for (its seed picks clips, it is not a format field)."""
+        return cls(height=data.height, width=data.width, num_frames=data.num_frames, fps=data.fps,
+                   general_fraction=data.general_fraction)
+
 
 class SyntheticVideos:
     """Deterministic, indexable source of synthetic clips: ``clip(i)`` is the same for a seed."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from ..config import DataConfig, DistillConfig, torch_dtype
 from ..data.latent_cache import LatentSet
 from ..models.dit import VideoDiT
+from ..models.lora import merged
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import load_vae
 from ..pipeline import read_record, resolve_vae_dir, sample_video
@@ -48,6 +50,11 @@ def build_method(teacher: VideoDiT, cfg: DistillConfig):
     raise ValueError(f"unknown method {cfg.method!r}")
 
 
+def ema_generator(method) -> AbstractContextManager[VideoDiT]:
+    """The EMA generator as a VideoDiT (W2S with a LoRA generator swaps its EMA adapter in place)."""
+    return method.ema_generator() if isinstance(method, W2SMethod) else nullcontext(method.ema.shadow)
+
+
 def sampler_record(cfg: DistillConfig) -> dict:
     """How the distilled model samples; stored in its dit.json and used by ``generate``."""
     if cfg.method == "lcm":
@@ -65,6 +72,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
     if cfg.method == "dmd":
         cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
+    if cfg.generator == "lora" and cfg.method not in ("w2s", "dmd"):
+        raise ValueError(f"--generator lora applies to --method w2s or dmd, not {cfg.method} (use --generator full)")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
     run = Run(out, cfg, resume=resume, may_change=("iters",))
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
@@ -101,12 +110,15 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
             run.save(it + 1, method.modules(), method.optimizers())
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
-            _, drift = write_generator_samples(run, it + 1, method.ema.shadow, vae, test, null_text, cfg, meta)
+            with ema_generator(method) as generator:
+                _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta)
             run.log(it + 1, **drift)
-    # 4. the EMA generator
+    # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
     shutil.rmtree(final, ignore_errors=True)
-    method.ema.shadow.save(final, **{**meta, "method": cfg.method, "sampler": sampler})
+    with ema_generator(method) as generator:
+        merged(generator).save(final, **{**meta, "method": cfg.method, "sampler": sampler,
+                                         **({"generator": "lora"} if cfg.generator == "lora" else {})})
     print(final)
     return final
 

@@ -3,7 +3,8 @@
 One frozen backbone (the teacher) carries one LoRA (distill/scores.py):
   real score  = backbone, LoRA at alpha_weak, with the teacher's CFG;
   fake score  = backbone, LoRA at alpha_strong, no CFG;
-  generator   = a separate trainable copy of the teacher.
+  generator   = a separate trainable copy of the teacher, or (``generator="lora"``) a second adapter
+                on the same frozen backbone, switched on only in its own role (the memory option).
 alpha_weak = 0 is vanilla DMD2 with a LoRA fake score (``--method dmd``); ``scores="separate"``
 is DMD2 with full real and fake copies.
 
@@ -29,7 +30,7 @@ from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
-from .scores import build_scores
+from .scores import LoRAGenerator, build_scores
 from .telemetry import latent_drift
 
 
@@ -75,11 +76,14 @@ class W2SMethod:
         if cfg.alpha_weak >= cfg.alpha_strong:
             raise ValueError(f"alpha_weak ({cfg.alpha_weak}) must be below alpha_strong ({cfg.alpha_strong})")
         self.cfg = cfg
-        # the generator: a separate, fully trainable copy of the teacher, made before the LoRA exists
-        self.generator = copy.deepcopy(teacher).train().requires_grad_(True)
-        self.ema = EMA(self.generator, cfg.ema_decay)
-        # the scores: by default the teacher itself, frozen, with one LoRA
+        # generator="full": a separate, fully trainable copy of the teacher, made before the LoRA exists
+        full = copy.deepcopy(teacher).train().requires_grad_(True) if cfg.generator == "full" else None
+        # the scores: by default the teacher itself, frozen, with one LoRA (+ the LoRA generator's adapter)
         self.scores = build_scores(teacher, cfg)
+        self.generator = full if full is not None else LoRAGenerator(self.scores)
+        # what the generator's optimizer, EMA and checkpoint hold: the copy, or the adapter's tensors only
+        self.generator_weights = full if full is not None else self.generator.weights
+        self.ema = EMA(self.generator_weights, cfg.ema_decay)
         dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
         device = next(teacher.parameters()).device
         self.head = DiscriminatorHead(dim, len(cfg.disc_layers)).to(device)
@@ -190,7 +194,7 @@ class W2SMethod:
             loss.backward()
             metrics["grad_norm_generator"] = _clip(self.generator.parameters(), cfg.grad_clip)
             self.opt_generator.step()
-            self.ema.update(self.generator)
+            self.ema.update(self.generator_weights)
         return metrics
 
     def fake_update(self, batch: DistillBatch, x_gen: torch.Tensor, cond: Condition,
@@ -220,9 +224,21 @@ class W2SMethod:
         self.opt_fake.step()
         return metrics
 
+    # --- the result -----------------------------------------------------------------------------------
+    @contextmanager
+    def ema_generator(self) -> Iterator[VideoDiT]:
+        """The EMA generator as a plain VideoDiT (to sample; ``models.lora.merged`` of it to save). A LoRA
+        generator's is the backbone in the generator role with the EMA adapter swapped in meanwhile."""
+        if isinstance(self.generator, LoRAGenerator):
+            with self.generator.model(self.ema.shadow) as model:
+                yield model
+        else:
+            yield self.ema.shadow
+
     # --- state for checkpoints ------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "ema": self.ema.shadow, "head": self.head, **self.scores.modules()}
+        return {"generator": self.generator_weights, "ema": self.ema.shadow, "head": self.head,
+                **self.scores.modules()}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_generator, "fake": self.opt_fake}

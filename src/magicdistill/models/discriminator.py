@@ -48,12 +48,16 @@ class FeatureTap:
 
     @contextmanager
     def capture(self) -> Iterator[list[torch.Tensor]]:
-        self.features = []
+        captured: list[torch.Tensor] = []
+        self.features = captured
         self._active = True
         try:
-            yield self.features
+            yield captured
         finally:
+            # the caller keeps ``captured``; the tap lets go, so these features (and their autograd
+            # graph) are freed with the caller's last reference, not kept alive until the next capture
             self._active = False
+            self.features = []
 
 
 class DiscriminatorHead(nn.Module):

@@ -114,18 +114,20 @@ class VideoDiT(nn.Module):
 
     # --- conditioning -------------------------------------------------------------------------
     def condition(self, text: TextEmbedding, image: torch.Tensor | None = None,
-                  image_latent: torch.Tensor | None = None, drop_image: torch.Tensor | None = None) -> Condition:
+                  image_latent: torch.Tensor | None = None, drop_image: torch.Tensor | None = None,
+                  image_tokens: torch.Tensor | None = None) -> Condition:
         """Build the context: [image tokens (if a vision encoder), text tokens].
 
         ``image`` (B, 3, H, W) in [-1, 1] feeds the vision encoder; ``drop_image`` (B,) bool zeroes
-        the image tokens of those samples (condition dropout).
+        the image tokens of those samples (condition dropout). ``image_tokens``: the vision
+        encoder's output for ``image`` if already computed (the CFG branches share one pass).
         """
         dt = self.dtype
         tokens, mask = text.tokens.to(dt), text.mask
         if self.vision is not None:
-            if image is None:
+            if image is None and image_tokens is None:
                 raise ValueError("this model takes image tokens: pass the conditioning image")
-            img_tok = self.vision(image.to(dt))
+            img_tok = self.vision(image.to(dt)) if image_tokens is None else image_tokens
             if drop_image is not None:
                 img_tok = img_tok * (~drop_image).to(dt)[:, None, None]
             tokens = torch.cat([img_tok, tokens], dim=1)
@@ -177,6 +179,10 @@ class VideoDiT(nn.Module):
         if not (path / "transformer" / "config.json").is_file():
             raise ValueError(f"no DiT at {path}: expected transformer/config.json (a magicdistill model folder)")
         meta = json.loads((path / "dit.json").read_text()) if (path / "dit.json").is_file() else {}
+        if meta.get("quantization"):  # written by `magicdistill quantize`: int8 weights (quant/folder.py)
+            from ..quant.folder import load_quantized_dit
+
+            return load_quantized_dit(path, meta, dtype=dtype, device=device)
         transformer = HunyuanVideoTransformer3DModel.from_pretrained(str(path / "transformer"), torch_dtype=dtype,
                                                                      local_files_only=True)
         vision = None

@@ -7,12 +7,20 @@ at step 0. Scale 0 reproduces the base model exactly (the LoRA term is multiplie
 
 Only the scale attribute is touched; we never pass ``attention_kwargs={"scale": ...}`` (diffusers
 would rescale and, for 0.0, reset the layers afterwards).
+
+Several adapters can share one backbone (a LoRA generator next to the scores' LoRA): ``AdapterRoles``
+gives each role a scale per adapter and switches adapters at scale 0 off (skipped, not multiplied by
+0: no compute, no autograd edge, the base stays exact). ``AdapterWeights`` presents one adapter's
+tensors as a module (optimizer, EMA, checkpoint); ``merged`` folds the active adapters into a plain
+copy of the model for saving.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,13 +45,28 @@ class SharedLoRA:
         targets = targets or LORA_TARGETS.get(name)
         if not targets:
             raise ValueError(f"no default LoRA targets for {name}; pass targets=[...]")
-        transformer.requires_grad_(False)
-        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
-                                           init_lora_weights=True), adapter_name=adapter)
+        earlier = {m: list(m.active_adapters) for m in transformer.modules() if isinstance(m, LoraLayer)}
+        if any(adapter in m.scaling for m in earlier):
+            raise ValueError(f"the transformer already has an adapter named {adapter!r}")
+        for n, p in transformer.named_parameters():
+            if not _is_adapter_tensor(n):  # the backbone freezes; adapters added before keep their flags
+                p.requires_grad_(False)
+        flags = {p: p.requires_grad for p in transformer.parameters()}
+        with warnings.catch_warnings():  # peft warns that a second adapter makes several: that is the point
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
+                                               init_lora_weights=True), adapter_name=adapter)
         self.transformer, self.adapter = transformer, adapter
         self.layers = [m for m in transformer.modules() if isinstance(m, LoraLayer) and adapter in m.scaling]
         if not self.layers:
             raise ValueError(f"LoRA targets {targets} matched no layer of {name}")
+        # diffusers' add_adapter makes the new adapter the only active one: keep the earlier ones on too
+        for layer, names in earlier.items():
+            activate([layer], names + [adapter] if layer in self.layers else names)
+        for p, f in flags.items():
+            p.requires_grad_(f)
+        for p in self.parameters():
+            p.requires_grad_(True)
         self._scale = 1.0
 
     def parameters(self) -> list[nn.Parameter]:
@@ -72,9 +95,109 @@ class SharedLoRA:
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         params = dict(self.transformer.named_parameters())
-        missing = set(self.state_dict()) - set(sd)
-        if missing:
-            raise ValueError(f"LoRA state is missing {len(missing)} tensors, e.g. {sorted(missing)[0]}")
-        with torch.no_grad():
-            for n, t in sd.items():
-                params[n].copy_(t)
+        _copy_named({n: params[n] for n in self.state_dict()}, sd)
+
+    @contextmanager
+    def loaded(self, sd: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Other weights for this adapter for the duration (e.g. its EMA, to sample from it in place)."""
+        current = {n: t.clone() for n, t in self.state_dict().items()}
+        self.load_state_dict(sd)
+        try:
+            yield
+        finally:
+            self.load_state_dict(current)
+
+
+def _is_adapter_tensor(name: str) -> bool:
+    return ".lora_" in name
+
+
+def _copy_named(params: dict[str, torch.Tensor], sd: dict[str, torch.Tensor]) -> None:
+    missing = set(params) - set(sd)
+    if missing:
+        raise ValueError(f"LoRA state is missing {len(missing)} tensors, e.g. {sorted(missing)[0]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(sd[n])
+
+
+def activate(layers, adapters: Sequence[str]) -> None:
+    """Exactly ``adapters`` run in these LoRA layers' forward; every requires_grad flag stays as it
+    was (peft's set_adapter would also make the active adapters trainable and freeze the others)."""
+    for layer in layers:
+        flags = [(p, p.requires_grad) for p in layer.parameters()]
+        layer.set_adapter([a for a in adapters if a in layer.scaling])
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+class AdapterRoles:
+    """Roles over several adapters of one transformer: a role is one scale per adapter.
+
+    An adapter at scale 0 is switched off for the role (exact base, no compute, and no gradient can
+    reach it through this role's forward passes).
+    """
+
+    def __init__(self, adapters: list[SharedLoRA], roles: dict[str, tuple[float, ...]]):
+        if any(len(scales) != len(adapters) for scales in roles.values()):
+            raise ValueError(f"each role needs one scale per adapter ({len(adapters)})")
+        self.adapters, self.roles = adapters, roles
+        self._layers = list(dict.fromkeys(layer for a in adapters for layer in a.layers))
+        self._apply(tuple(a.scale for a in adapters))  # outside any role: the adapters' own scales
+
+    def _apply(self, scales: tuple[float, ...]) -> None:
+        for lora, scale in zip(self.adapters, scales):
+            lora.set_scale(scale)
+        activate(self._layers, [a.adapter for a, scale in zip(self.adapters, scales) if scale != 0])
+        self._current = scales
+
+    @contextmanager
+    def use(self, role: str) -> Iterator[None]:
+        previous = self._current
+        self._apply(self.roles[role])
+        try:
+            yield
+        finally:
+            self._apply(previous)
+
+
+class AdapterWeights(nn.Module):
+    """One adapter's tensors as a module whose state dict is keyed by their names in the transformer.
+
+    It holds the very parameters of the transformer (an optimizer or ``EMA`` over it trains/averages
+    only the adapter); a deep copy (the EMA's shadow) holds detached copies with the same keys.
+    """
+
+    def __init__(self, lora: SharedLoRA):
+        super().__init__()
+        named = dict(lora.transformer.named_parameters())
+        self.names = list(lora.state_dict())
+        self.tensors = nn.ParameterList([named[n] for n in self.names])
+
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in zip(self.names, self.tensors)}
+
+    def load_state_dict(self, sd, strict: bool = True):
+        _copy_named(dict(zip(self.names, self.tensors)), sd)
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """A plain copy of ``model`` with its active adapters folded into the weights at their current
+    scales (W + scale * B A) and every adapter removed; ``model`` itself if it has no adapter."""
+    from diffusers.utils.peft_utils import recurse_remove_peft_layers
+    from peft.tuners.lora import LoraLayer
+
+    if not any(isinstance(m, LoraLayer) for m in model.modules()):
+        return model
+    # hooks stay with the original (a feature tap's hook holds the tap, and through it live activations)
+    memo = {id(d): type(d)() for m in model.modules() for k, d in vars(m).items()
+            if "hooks" in k and isinstance(d, dict)}
+    out = copy.deepcopy(model, memo)
+    for layer in [m for m in out.modules() if isinstance(m, LoraLayer)]:
+        layer.merge(adapter_names=list(layer.active_adapters))
+    for m in [m for m in out.modules() if getattr(m, "_hf_peft_config_loaded", False)]:
+        recurse_remove_peft_layers(m)
+        m.__dict__.pop("peft_config", None)  # a plain model again, saved and loaded as one
+        m._hf_peft_config_loaded = False
+    assert not any(isinstance(m, LoraLayer) for m in out.modules())
+    return out

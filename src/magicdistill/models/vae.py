@@ -104,7 +104,9 @@ class VideoVAE(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """normalised latents -> video (B, 3, T, H, W), clamped to [-1, 1]."""
-        z = latents.to(self.dtype) / self.scale + self.shift
+        # normalisation in float32 (its buffers are), then the model's own dtype: a bf16 VAE crashed
+        # on the float32 result of mixing bf16 latents with float32 buffers
+        z = (latents.float() / self.scale + self.shift).to(self.dtype)
         return self.model.decode(z).sample.clamp(-1, 1)
 
     @property

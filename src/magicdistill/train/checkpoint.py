@@ -8,13 +8,13 @@ mid-write leaves the previous checkpoint intact: at most the work since it is lo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_folder, previous_folder
 
 
 def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -43,33 +43,32 @@ def save_checkpoint(path: str | Path, *, modules: dict[str, torch.nn.Module] | N
                     meta: dict[str, Any] | None = None) -> Path:
     """Write modules' state dicts, optimizers and ``meta`` atomically to folder ``path``."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     meta = dict(meta or {})
     meta["optimizers"] = {}
-    for name, module in (modules or {}).items():
-        sd = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(sd, str(tmp / f"{name}.safetensors"))
-    for name, opt in (optimizers or {}).items():
-        tensors, extra = optimizer_state_tensors(opt)
-        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / f"optim_{name}.safetensors"))
-        meta["optimizers"][name] = extra
-    meta["rng_torch"] = torch.get_rng_state().tolist()
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(path) as tmp:
+        for name, module in (modules or {}).items():
+            sd = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(sd, str(tmp / f"{name}.safetensors"))
+        for name, opt in (optimizers or {}).items():
+            tensors, extra = optimizer_state_tensors(opt)
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / f"optim_{name}.safetensors"))
+            meta["optimizers"][name] = extra
+        meta["rng_torch"] = torch.get_rng_state().tolist()
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return path
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "meta.json").is_file() or (previous_folder(path) / "meta.json").is_file()
 
 
 def load_checkpoint(path: str | Path, *, modules: dict[str, torch.nn.Module] | None = None,
                     optimizers: dict[str, torch.optim.Optimizer] | None = None, strict: bool = True) -> dict[str, Any]:
     """Restore what ``save_checkpoint`` wrote into the given objects; returns ``meta``."""
     path = Path(path)
+    if not (path / "meta.json").is_file() and has_checkpoint(path):
+        path = previous_folder(path)  # killed between the two renames of a save: the previous checkpoint
     if not (path / "meta.json").is_file():
         raise ValueError(f"no checkpoint at {path} (missing meta.json)")
     meta = json.loads((path / "meta.json").read_text())

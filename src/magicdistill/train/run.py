@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import Strict
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
 
 class NonFiniteLoss(RuntimeError):
@@ -27,7 +27,7 @@ class Run:
         self.config = config
         cfg_file = self.dir / "config.json"
         if resume:
-            if not (self.dir / "checkpoint" / "meta.json").is_file():
+            if not has_checkpoint(self.dir / "checkpoint"):
                 raise ValueError(f"--resume given but {self.dir} holds no checkpoint")
             saved = json.loads(cfg_file.read_text())
             new = json.loads(config.model_dump_json())

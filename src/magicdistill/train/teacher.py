@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig, TeacherTrainConfig, torch_dtype
 from ..data.latent_cache import LatentSet, build_latent_set, cache_key, load_latent_set, save_latent_set
-from ..data.synthetic import SyntheticVideos
+from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..distill.losses import flow_matching_loss
 from ..flow import add_noise, sample_training_sigma
 from ..models.dit import VideoDiT
@@ -32,7 +32,6 @@ from ..pipeline import sample_video
 from ..video import tensor_to_frames, write_mp4
 from .ema import EMA
 from .run import Run
-from .vae_trainer import synthetic_config
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -92,7 +91,7 @@ def latent_set_for(data_cfg: DataConfig, vae_dir: str, split: str, n: int, vae: 
     path = cache_dir / f"latents_{split}_{key}.safetensors"
     data = load_latent_set(path, key)
     if data is None:
-        source = SyntheticVideos(synthetic_config(data_cfg), split, data_cfg.seed)
+        source = SyntheticVideos(SyntheticVideoConfig.of(data_cfg), split, data_cfg.seed)
         data = build_latent_set(source, n, vae, enc, desc=f"encoding {split} clips")
         cache_dir.mkdir(parents=True, exist_ok=True)
         save_latent_set(data, path, key)

@@ -20,11 +20,6 @@ from ..video import frames_to_tensor
 from .run import Run
 
 
-def synthetic_config(data) -> SyntheticVideoConfig:
-    return SyntheticVideoConfig(height=data.height, width=data.width, num_frames=data.num_frames, fps=data.fps,
-                                general_fraction=data.general_fraction)
-
-
 def vae_batch(pool: torch.Tensor, step: int, cfg: VAETrainConfig) -> torch.Tensor:
     """The batch for ``step`` is fixed by (seed, step): resuming replays the same data order.
     ``pool`` is (N, T, H, W, 3) uint8 clips rendered once."""
@@ -59,7 +54,7 @@ def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: i
 def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVAE:
     torch.manual_seed(cfg.seed)
     run = Run(out, cfg, resume=resume)
-    source = SyntheticVideos(synthetic_config(cfg.data), "train", cfg.data.seed)
+    source = SyntheticVideos(SyntheticVideoConfig.of(cfg.data), "train", cfg.data.seed)
     model = CausalPatchVAE(cfg.latent_channels, cfg.spatial_ratio, 4, cfg.hidden, cfg.blocks)
     pool = torch.from_numpy(np.stack([source.clip(i).frames for i in tqdm(range(cfg.pool_clips), desc="rendering clips")]))
     # 1. PCA initialisation from clips of the training pool
@@ -91,7 +86,7 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             run.save(step + 1, {"vae": vae.model}, {"vae": opt})
     vae.eval()
-    test_psnr = calibrate(vae, source, SyntheticVideos(synthetic_config(cfg.data), "test", cfg.data.seed))
+    test_psnr = calibrate(vae, source, SyntheticVideos(SyntheticVideoConfig.of(cfg.data), "test", cfg.data.seed))
     vae.save(run.dir / "vae")
     run.log(cfg.steps, test_psnr_full_clips=test_psnr)
     print(f"held-out full-clip PSNR {test_psnr:.2f} dB")

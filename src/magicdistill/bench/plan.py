@@ -1,0 +1,139 @@
+"""What ``magicdistill bench`` runs: the units (one sampler or distilled generator each) and the tables.
+
+A *unit* is one model evaluated once: a sampler on the teacher (Euler, nothing trained) or a
+generator distilled for a given number of iterations. Tables are views over units, so a unit shared
+by two tables is trained and evaluated once: 4-step W2S is a Table 1 row, the alpha_weak = 0.25
+ablation row and the last point of the W2S iteration curve; 4-step DMD2 is alpha_weak = 0 (the
+trainer sets alpha_weak = 0 for ``dmd``: the same update, the method.md definition of vanilla DMD2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+
+@dataclass(frozen=True)
+class Unit:
+    method: str  # euler | lcm | dmd | w2s
+    steps: int
+    alpha_weak: float = 0.25  # w2s only (dmd is 0 by definition)
+    lambda_reg: float = 0.0  # w2s only: MagicDistillation's ground-truth term L_reg
+    iters: int = 0  # distillation iterations (0 for euler)
+    teacher: str = "ti2v"  # ti2v (the shipped teacher) | t2v (--t2v-teacher)
+
+    @property
+    def trained(self) -> bool:
+        return self.method != "euler"
+
+    @property
+    def run_id(self) -> str:
+        """The distillation run this unit is a snapshot of (units differing only in iters share it)."""
+        rid = f"{self.teacher}-{self.method}-{self.steps}step"
+        if self.method == "w2s":
+            rid += f"-a{self.alpha_weak:g}-reg{self.lambda_reg:g}"
+        return rid
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}-it{self.iters}" if self.trained else f"{self.teacher}-euler-{self.steps}step"
+
+    @property
+    def label(self) -> str:
+        if self.method == "euler":
+            return f"Euler {self.steps}-step (CFG teacher)"
+        name = {"lcm": "LCM", "dmd": "DMD2", "w2s": "W2S"}[self.method]
+        if self.method == "w2s" and self.alpha_weak != 0.25:
+            name += f" (alpha_weak {self.alpha_weak:g})"
+        if self.lambda_reg:
+            name += f" + L_reg ({self.lambda_reg:g})"
+        if self.teacher == "t2v":
+            name += " [T2V]"
+        return f"{name} {self.steps}-step"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one bench. ``curve_iters`` ends at ``iters``: the curve's last point is the table's row."""
+
+    iters: int = 200  # the paper's optimum for a 4-step generator (Magic 1-For-1 section 4.2)
+    clips: int = 8  # held-out clips (first frames) per seed
+    seeds: int = 3  # sampling seeds; the 95% CI is over these
+    num_clips: int = 1000  # encoded training clips (one latent cache shared by every run)
+    curve_iters: tuple[int, ...] = (25, 50, 100, 200)
+    lambda_reg: float = 1.0  # [decision] L_reg at the weight of L_DMD: both are normalised gradients
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)  # the paper's alpha_weak ablation
+    euler_steps: tuple[int, ...] = (1, 4, 8, 16, 28, 50)
+    reference_steps: int = 50  # the 50-step CFG teacher: the reference of every NFE / wall-time ratio
+    distilled_steps: tuple[int, ...] = (1, 4)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.iters < 1 or self.clips < 1 or self.seeds < 1:
+            raise ValueError("--iters, --clips and --seeds must be >= 1")
+        if not self.curve_iters or self.curve_iters[-1] != self.iters or list(self.curve_iters) != sorted(set(self.curve_iters)):
+            raise ValueError(f"curve_iters must increase and end at iters={self.iters}, got {self.curve_iters}")
+        if self.reference_steps not in self.euler_steps:
+            raise ValueError(f"the Euler steps must include the {self.reference_steps}-step reference")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --quick: every table, at sizes that run in a few minutes on 2 idle cores (docs/RESULTS.md says
+# how long it took on the day); distilled generators barely leave their initialisation in 16 iterations.
+QUICK = Settings(iters=16, clips=2, seeds=2, num_clips=32, curve_iters=(4, 8, 16))
+FULL = Settings()
+
+
+def curve_points(iters: int) -> tuple[int, ...]:
+    """Iteration counts for the curves: iters/8, iters/4, iters/2, iters (distinct, >= 1)."""
+    return tuple(sorted({max(1, iters // d) for d in (8, 4, 2, 1)}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    table1: list[Unit]  # MagicDistillation Table 1 in miniature
+    alpha: list[Unit]  # the alpha_weak ablation (W2S, 4 steps, no L_reg)
+    curves: dict[str, list[Unit]] = field(default_factory=dict)  # metric vs distillation iterations
+    t2v: bool = False  # whether the T2V-vs-TI2V curve is in the plan (needs --t2v-teacher)
+    reference: Unit = Unit("euler", 50)  # the CFG teacher every NFE and wall-time ratio is relative to
+
+    def units(self) -> list[Unit]:
+        """Every distinct unit, in run order: the reference first (every ratio needs it), then the
+        curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial bench), then
+        Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each run
+        is trained once, continued from snapshot to snapshot."""
+        groups: dict[str, list[Unit]] = {}
+        for u in [self.reference, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha]:
+            group = groups.setdefault(u.run_id if u.trained else u.id, [])
+            if u not in group:
+                group.append(u)
+        return [u for g in groups.values() for u in sorted(g, key=lambda u: u.iters)]
+
+
+def make_plan(s: Settings, *, t2v: bool = False) -> Plan:
+    table1 = [Unit("euler", n) for n in s.euler_steps]
+    for n in s.distilled_steps:
+        table1 += [Unit("lcm", n, iters=s.iters), Unit("dmd", n, alpha_weak=0.0, iters=s.iters),
+                   Unit("w2s", n, iters=s.iters), Unit("w2s", n, lambda_reg=s.lambda_reg, iters=s.iters)]
+    alpha = [Unit("dmd", 4, alpha_weak=0.0, iters=s.iters) if a == 0 else Unit("w2s", 4, alpha_weak=a, iters=s.iters)
+             for a in s.alphas]
+    curves = {"W2S 4-step (TI2V)": [Unit("w2s", 4, iters=k) for k in s.curve_iters],
+              "DMD2 4-step (TI2V)": [Unit("dmd", 4, alpha_weak=0.0, iters=k) for k in s.curve_iters]}
+    if t2v:
+        curves["W2S 4-step (T2V)"] = [Unit("w2s", 4, iters=k, teacher="t2v") for k in s.curve_iters]
+    return Plan(table1, alpha, curves, t2v, Unit("euler", s.reference_steps))
+
+
+def settings_for(quick: bool, *, iters: int | None = None, clips: int | None = None, seeds: int | None = None,
+                 num_clips: int | None = None) -> Settings:
+    """The --quick or full preset with the command line's overrides (a new --iters moves the curve too)."""
+    base = QUICK if quick else FULL
+    upd = {k: v for k, v in dict(clips=clips, seeds=seeds, num_clips=num_clips).items() if v is not None}
+    if iters is not None and iters != base.iters:
+        upd.update(iters=iters, curve_iters=curve_points(iters))
+    return replace(base, **upd)

@@ -1,0 +1,198 @@
+"""Run the plan: distil each unit's generator, sample the held-out first frames, measure, save.
+
+Resumable at unit granularity: each finished unit is one JSON file in ``OUT/results/``; a re-run
+skips it. Distillation runs are resumable too (``distill --resume``): a unit's run continues from
+the previous snapshot of the same run, so the curve's snapshots cost one training run, and a kill
+loses at most the work since the run's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from functools import cache, partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from ..config import DistillConfig
+from ..demo import Sampler, held_out_clips
+from ..distill.trainer import distill, sampler_record
+from ..distill.w2s import with_teacher_guidance
+from ..models.dit import VideoDiT
+from ..models.text import TextEmbedding
+from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
+from .plan import Plan, Settings, Unit, make_plan
+from .stats import mean_ci
+
+Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
+
+
+@dataclass
+class HeldOut:
+    """The held-out clips every unit is measured on (test-split identities never seen in training)."""
+
+    truth: torch.Tensor  # (N, 3, T, H, W): ground truth through the VAE, the best any model can show
+    first: torch.Tensor  # (N, 3, H, W): the conditioning first frames
+    texts: dict[str, TextEmbedding]  # the captions encoded by each teacher's text encoder
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def check_bench_folder(out: Path, record: dict) -> None:
+    """A bench folder belongs to one set of settings: resuming with others would mix incomparable rows."""
+    f = out / "bench.json"
+    record = json.loads(json.dumps(record))  # as it reads back (tuples become lists)
+    if f.is_file():
+        saved = json.loads(f.read_text())
+        changed = sorted(k for k in set(saved) | set(record) if saved.get(k) != record.get(k))
+        if changed:
+            raise ValueError(f"{out} holds a bench run with different {', '.join(changed)}; "
+                             "use a new --out (or the same flags to continue it)")
+    write_json_atomic(f, record)
+
+
+def default_evaluate(probe: str | Path | None, device: str) -> Evaluate:
+    from ..eval.probe import load_probe
+    from ..eval.suite import evaluate_videos
+
+    return partial(evaluate_videos, extractor=load_probe(probe, device=device))
+
+
+def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | None = None,
+              t2v_teacher: str | Path | None = None, docs: str | Path = "docs/RESULTS.md", device: str = "cpu",
+              probe: str | Path | None = None, evaluate: Evaluate | None = None, command: str = "",
+              plan: Plan | None = None) -> Path:
+    """Run (or continue) the bench in ``out``; write ``docs`` (RESULTS.md) and its plots. -> the docs path.
+
+    ``evaluate`` [default: eval.suite.evaluate_videos with the probe at ``probe``, default the shipped one]."""
+    from .report import write_results
+
+    out = Path(out)
+    teachers = {"ti2v": Path(teacher_dir) if teacher_dir else SHIPPED_DIR / "teacher"}
+    if t2v_teacher:
+        teachers["t2v"] = Path(t2v_teacher)
+    for kind, d in teachers.items():
+        if not read_record(d):
+            raise ValueError(f"no {kind.upper()} teacher at {d} (expected dit.json)")
+    if "t2v" in teachers and VideoDiT.load(teachers["t2v"]).is_i2v:
+        raise ValueError(f"--t2v-teacher {teachers['t2v']} is an image-to-video model; give a T2V teacher "
+                         "(magicdistill train --task t2v)")
+    plan = plan or make_plan(settings, t2v="t2v" in teachers)
+    evaluate = evaluate or default_evaluate(probe, device)  # (a missing probe fails before anything is written)
+    check_bench_folder(out, {"settings": settings.as_dict(), "teachers": {k: str(v.resolve()) for k, v in teachers.items()}})
+    t_start = time.time()
+
+    # 1. the teachers and the held-out clips, loaded on first use (a finished bench only rewrites its page)
+    @cache
+    def loaded() -> tuple[dict[str, I2VPipeline], HeldOut]:
+        pipes = {k: I2VPipeline.from_dir(d, device=device) for k, d in teachers.items()}
+        video, captions = held_out_clips(pipes["ti2v"].dit.meta, settings.clips, settings.seed)
+        with torch.no_grad():
+            truth = pipes["ti2v"].vae.decode(pipes["ti2v"].vae.encode(video.to(device))).cpu()
+        return pipes, HeldOut(truth, video[:, :, 0], {k: p.text_encoder(captions) for k, p in pipes.items()})
+
+    # 2. every unit not yet done; the results page is rewritten after each, so a kill leaves it current
+    results, reused = {}, 0
+    units = plan.units()
+    report = partial(write_results, Path(docs), plan, settings=settings, command=command, teachers=teachers, out=out)
+    for unit in tqdm(units, desc="bench", unit="row"):
+        path = out / "results" / f"{unit.id}.json"
+        if path.is_file():
+            results[unit.id] = json.loads(path.read_text())
+            reused += 1
+            continue
+        pipes, held = loaded()
+        t0 = time.time()
+        sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device)
+        distill_seconds = time.time() - t0 if unit.trained else None
+        res = measure(unit, sampler, pipes[unit.teacher], held, settings, evaluate, pipes["ti2v"].spec.num_frames)
+        res["distill_seconds"] = distill_seconds
+        write_json_atomic(path, res)
+        results[unit.id] = res
+        report(results, seconds=time.time() - t_start, reused=reused)
+    # 3. the report
+    return report(results, seconds=time.time() - t_start, reused=reused)
+
+
+def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipeline, out: Path, device: str) -> Sampler:
+    """The unit's model and sampler: the teacher at N Euler steps with its own CFG, or a distilled
+    generator sampled as its dit.json records."""
+    if not unit.trained:  # what `distill --method euler` records, without copying the weights
+        rec = sampler_record(with_teacher_guidance(DistillConfig(method="euler", steps=unit.steps), pipe.dit.meta))
+        return Sampler(unit.label, pipe.dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"])
+    folder = distilled_generator(unit, settings, teacher_dir, out, device)
+    dit = VideoDiT.load(folder, device=device)
+    rec = model_sampler(dit.meta)
+    return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"])
+
+
+def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str) -> Path:
+    """``OUT/runs/<run>/snapshots/it<K>``: the run's EMA generator after K iterations, made by
+    continuing the run (``distill --resume`` with a larger --iters) from its last checkpoint."""
+    run = out / "runs" / unit.run_id
+    snap = run / "snapshots" / f"it{unit.iters}"
+    if (snap / "dit.json").is_file():
+        return snap
+    cfg = DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
+                        lambda_reg=unit.lambda_reg, num_clips=settings.num_clips, seed=settings.seed, device=device,
+                        # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
+                        checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
+    ckpt = run / "checkpoint" / "meta.json"
+    if ckpt.is_file() and json.loads(ckpt.read_text())["step"] > unit.iters:
+        # the run went past this snapshot (only if a snapshot was deleted by hand): start it over
+        print(f"bench: {run} is past iteration {unit.iters}; restarting it")
+        shutil.rmtree(run)
+    gen = distill(cfg, teacher_dir, run, resume=ckpt.is_file(), cache_dir=out / "cache")
+    tmp = snap.with_name(snap.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(gen, tmp)
+    os.replace(tmp, snap)
+    return snap
+
+
+def measure(unit: Unit, sampler: Sampler, pipe: I2VPipeline, held: HeldOut, settings: Settings, evaluate: Evaluate,
+            num_frames: int) -> dict:
+    """Sample every held-out first frame with every seed, one video at a time (as a user runs it,
+    timed), and compute the metrics per seed. The noise of (seed s, clip i) is the same for every
+    unit, so rows differ by the model only (paired comparison)."""
+    dit, n = sampler.dit, held.truth.shape[0]
+    text = held.texts[unit.teacher]
+    needs_image = dit.is_i2v or dit.vision is not None
+    size = tuple(held.truth.shape[-2:])
+    seconds, per_seed = [], []
+    bar = tqdm(total=n * settings.seeds, desc=unit.label, unit="video", leave=False)
+    for s in range(settings.seeds):
+        videos = []
+        for i in range(n):
+            g = torch.Generator().manual_seed(noise_seed(settings.seed, s, i))
+            t = time.perf_counter()
+            v = sample_video(dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text,
+                             held.first[i:i + 1] if needs_image else None, num_frames=num_frames, generator=g,
+                             steps=sampler.steps, guidance=sampler.guidance, shift=sampler.shift, sampler=sampler.kind,
+                             size=size)
+            seconds.append(time.perf_counter() - t)
+            videos.append(v.cpu())
+            bar.update()
+        per_seed.append(evaluate(torch.cat(videos), held.truth, cond_images=held.first))
+    bar.close()
+    keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float)) or v is None]
+    return {"id": unit.id, "unit": unit.as_dict(), "label": unit.label, "nfe": sampler.nfe,
+            "seconds_per_video": statistics.median(seconds), "seconds": seconds, "per_seed": per_seed,
+            "metrics": {k: mean_ci([m.get(k) for m in per_seed]) for k in keys},
+            "extractor": per_seed[0].get("extractor", "")}
+
+
+def noise_seed(base: int, seed_index: int, clip: int) -> int:
+    return base + 1000 * seed_index + clip

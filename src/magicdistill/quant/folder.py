@@ -1,0 +1,170 @@
+"""Quantized model folders: what ``magicdistill quantize --out DIR`` writes and every loader reads.
+
+A quantized folder is an ordinary model folder (``generate --model DIR`` works) except that
+the weights are int8 (``quant/int8.py``), stored without pickle in safetensors:
+
+    DIR/dit.json                   the source's record + ``quantization`` (+ the quality gate)
+    DIR/transformer/config.json    the diffusers config (the architecture)
+    DIR/dit.int8.safetensors       transformer + vision encoder, int8 layers flattened
+    DIR/text_encoder/              the text encoder's config + tokenizer + model.int8.safetensors
+
+``VideoDiT.load`` and ``TextEncoder`` see the record / the int8 file and come here. Loading
+builds the architecture from its config, marks the same layers int8 (their names are in the
+file's layout) and assigns the stored tensors: nothing is fetched, nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .int8 import SCHEME, flatten_state_dict, quantize_int8, unflatten_state_dict
+
+DIT_WEIGHTS = "dit.int8.safetensors"
+TEXT_DIR = "text_encoder"
+TEXT_WEIGHTS = "model.int8.safetensors"
+# weight files of a Hugging Face folder: not copied next to the int8 weights
+_HF_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".onnx", ".msgpack", ".ckpt")
+
+
+def quantize_pipeline(pipe, scheme: str = "int8") -> dict[str, list[str]]:
+    """Quantize a loaded I2VPipeline in place (DiT incl. vision encoder, and the text encoder; the
+    VAE stays: it runs once per video and its convolutions are small). The null prompt is
+    re-encoded so that both CFG branches see the same (quantized) encoder."""
+    if scheme != "int8":
+        raise ValueError(f"unknown quantization {scheme!r}: the choice is int8")
+    layers = {"dit": quantize_int8(pipe.dit), "text_encoder": quantize_int8(pipe.text_encoder.model)}
+    pipe.null_text = pipe.text_encoder([""])
+    return layers
+
+
+def _save_int8(module: torch.nn.Module, file: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors, metadata = flatten_state_dict(module.state_dict())
+    save_file(tensors, str(file), metadata=metadata)
+
+
+def _load_int8(module: torch.nn.Module, file: Path, dtype: torch.dtype) -> torch.nn.Module:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    state = unflatten_state_dict(tensors, metadata, dtype)
+    layers = [k.rsplit(".", 1)[0] for k in json.loads(metadata.get("int8_layout", "{}"))]
+    module.to(dtype)
+    quantize_int8(module, only=layers, weights=state)  # the same layers become int8, with the stored values
+    module.load_state_dict(state, strict=True, assign=True)  # and everything else
+    return module
+
+
+def save_quantized_dit(dit, out_dir: Path, meta: dict) -> None:
+    """The DiT part of a quantized folder: config, int8 weights, and ``meta`` as dit.json (it must
+    hold the ``quantization`` record that sends ``VideoDiT.load`` to ``load_quantized_dit``)."""
+    assert meta.get("quantization"), "a quantized folder records its quantization"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dit.transformer.save_config(str(out_dir / "transformer"))
+    _save_int8(dit, out_dir / DIT_WEIGHTS)
+    (out_dir / "dit.json").write_text(json.dumps({**meta, "has_vision": dit.vision is not None}, indent=1))
+
+
+def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text_encoder_dir: Path,
+                   layers: dict[str, list[str]]) -> None:
+    """Write a quantized pipeline's DiT + text encoder as a model folder (``out_dir`` is new)."""
+    import torchao
+
+    out_dir.mkdir(parents=True)
+    (out_dir / TEXT_DIR).mkdir()
+    for f in Path(text_encoder_dir).iterdir():  # config + tokenizer files, not the fp weights
+        if f.is_file() and not f.name.endswith(_HF_WEIGHT_SUFFIXES):
+            shutil.copy2(f, out_dir / TEXT_DIR / f.name)
+    _save_int8(pipe.text_encoder.model, out_dir / TEXT_DIR / TEXT_WEIGHTS)
+    meta = {k: v for k, v in getattr(pipe.dit, "meta", {}).items() if k not in ("quantization", "quality_gate")}
+    meta.update(
+        vae=str(Path(vae_dir).resolve()),  # absolute: the folder can live anywhere
+        text_encoder=TEXT_DIR,
+        quantization={"scheme": SCHEME, "library": f"torchao {torchao.__version__}", "weights": DIT_WEIGHTS,
+                      "granularity": "per output row, symmetric", "activations": "compute dtype",
+                      "source": str(Path(source_dir).resolve()),
+                      "dit_layers": len(layers["dit"]), "text_encoder_layers": len(layers["text_encoder"])})
+    save_quantized_dit(pipe.dit, out_dir, meta)
+
+
+def load_quantized_dit(path: Path, meta: dict, *, dtype: torch.dtype = torch.float32, device="cpu"):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from ..models.dit import VideoDiT
+    from ..models.vision import PatchVisionEncoder
+
+    path = Path(path)
+    if not (path / DIT_WEIGHTS).is_file():
+        raise ValueError(f"{path} is marked quantized but has no {DIT_WEIGHTS}: re-run `magicdistill quantize`")
+    transformer = HunyuanVideoTransformer3DModel.from_config(
+        HunyuanVideoTransformer3DModel.load_config(str(path / "transformer")))
+    vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"]) if meta.get("has_vision", True) else None
+    model = VideoDiT(transformer, vision, image_tokens=meta.get("image_tokens", 0),
+                     prediction=meta.get("prediction", "v"))
+    _load_int8(model, path / DIT_WEIGHTS, dtype)
+    model.meta = meta
+    return model.to(device).eval()
+
+
+def load_quantized_text_model(path: Path):
+    """The Hugging Face encoder in ``path`` (config + model.int8.safetensors), in float32 as
+    TextEncoder runs it."""
+    from transformers import AutoConfig, AutoModel
+
+    model = AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
+    return _load_int8(model, Path(path) / TEXT_WEIGHTS, torch.float32).eval()
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is a file: give a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--out {out} exists and is not empty: give a new folder (or delete it)")
+
+
+def quantize_folder(model_dir: str | Path, out: str | Path, *, vae_dir: str | Path | None = None,
+                    text_encoder: str | Path | None = None, check: bool = True, clips: int = 4):
+    """``magicdistill quantize``: load, quantize, write ``out`` atomically (a temporary sibling
+    renamed at the end, so a failure leaves nothing), and with ``check`` run the quality gate on
+    the written folder (which also proves the round trip). -> (out, GateResult | None)."""
+    from ..models.text import default_text_encoder_path
+    from ..pipeline import I2VPipeline, read_record, resolve_vae_dir
+    from .gate import quality_gate
+
+    model_dir, out = Path(model_dir), Path(out)
+    check_out_dir(out)
+    if not (model_dir / "transformer" / "config.json").is_file():
+        raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
+    meta = read_record(model_dir)
+    if meta.get("quantization"):
+        raise ValueError(f"{model_dir} is already quantized ({meta['quantization']['scheme']})")
+    vae_dir = resolve_vae_dir(model_dir, vae_dir)
+    text_dir = Path(text_encoder) if text_encoder else (model_dir / meta["text_encoder"] if meta.get("text_encoder")
+                                                        else default_text_encoder_path())
+    reference = I2VPipeline.from_dir(model_dir, vae_dir=vae_dir, text_encoder=str(text_dir))
+    quantized = I2VPipeline.from_dir(model_dir, vae_dir=vae_dir, text_encoder=str(text_dir))
+    layers = quantize_pipeline(quantized)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_quantized(quantized, tmp, source_dir=model_dir, vae_dir=vae_dir, text_encoder_dir=text_dir, layers=layers)
+        gate = None
+        if check:
+            gate = quality_gate(reference, I2VPipeline.from_dir(tmp), clips=clips)
+            rec = json.loads((tmp / "dit.json").read_text())
+            rec["quality_gate"] = gate.as_dict()
+            (tmp / "dit.json").write_text(json.dumps(rec, indent=1))
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, gate

@@ -1,0 +1,194 @@
+"""`magicdistill bench`: the plan, the intervals, a 2-row micro-bench end to end, and resuming."""
+
+import json
+import math
+import statistics
+
+import pytest
+
+
+def test_quick_plan_has_every_table_and_shares_units():
+    from magicdistill.bench.plan import QUICK, Unit, make_plan
+
+    plan = make_plan(QUICK)
+    labels = [u.label for u in plan.table1]
+    assert labels[:6] == [f"Euler {n}-step (CFG teacher)" for n in (1, 4, 8, 16, 28, 50)]
+    for n in (1, 4):
+        for name in (f"LCM {n}-step", f"DMD2 {n}-step", f"W2S {n}-step", f"W2S + L_reg (1) {n}-step"):
+            assert name in labels
+    assert all(u.iters == QUICK.iters for u in plan.table1 if u.trained)
+    # alpha 0 is Table 1's DMD2 row, alpha 0.25 its W2S row: trained and measured once
+    ids = {u.id for u in plan.table1}
+    assert [u.alpha_weak for u in plan.alpha] == [0.0, 0.25, 0.5, 0.75]
+    assert plan.alpha[0].id in ids and plan.alpha[1].id in ids and plan.alpha[2].id not in ids
+    assert all(c[-1].id in ids for c in plan.curves.values())
+    assert not plan.t2v and len(plan.curves) == 2
+    units = plan.units()
+    # 6 Euler + 8 distilled + 2 extra alphas + 2 earlier snapshots of each of the 2 curves
+    assert len(units) == len({u.id for u in units}) == 6 + 8 + 2 + 4
+    assert units[0] == Unit("euler", 50)
+    w2s4 = [u.iters for u in units if u.run_id == Unit("w2s", 4).run_id]
+    assert w2s4 == [4, 8, 16]  # one run, continued snapshot to snapshot
+    assert "W2S 4-step (T2V)" in make_plan(QUICK, t2v=True).curves
+
+
+def test_settings_validation_and_overrides():
+    from magicdistill.bench.plan import Settings, settings_for
+
+    assert settings_for(True, iters=40).curve_iters == (5, 10, 20, 40)
+    assert settings_for(False, clips=3).clips == 3 and settings_for(False).iters == 200
+    with pytest.raises(ValueError, match="curve_iters"):
+        Settings(iters=10, curve_iters=(5, 20))
+    with pytest.raises(ValueError, match=">= 1"):
+        Settings(seeds=0)
+
+
+def test_mean_ci_student_t_on_known_numbers():
+    from magicdistill.bench.stats import mean_ci, overlap
+
+    ci = mean_ci([1.0, 2.0, 3.0])  # s = 1, t_{0.975, 2} = 4.302653
+    assert ci["mean"] == 2.0 and ci["n"] == 3
+    assert ci["half_width"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    two = mean_ci([None, 1.0, 3.0])  # missing values are left out: t_{0.975, 1} = 12.706205, s = sqrt 2
+    assert two["n"] == 2 and two["half_width"] == pytest.approx(12.706205, rel=1e-6)
+    assert mean_ci([5.0]) == {"mean": 5.0, "half_width": None, "n": 1}
+    from magicdistill.bench.report import fmt
+
+    assert fmt({"mean": 298.2, "half_width": 268.94}) == "298.2 ± 268.9" and fmt(mean_ci([5.0])) == "5.000"
+    assert fmt({"mean": 0.94537, "half_width": 0.02}) == "0.9454 ± 0.0200" and fmt(None) == "n/a"
+    assert mean_ci([1.0, 1.0])["half_width"] == 0.0
+    assert not overlap(mean_ci([1.0, 1.1, 0.9]), mean_ci([5.0, 5.1, 4.9]))
+    assert overlap(mean_ci([1.0, 2.0, 3.0]), mean_ci([2.5, 3.0, 3.5]))
+
+
+def test_nice_ticks_cover_the_range_in_round_steps():
+    from magicdistill.bench.plot import nice_ticks
+
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    t = nice_ticks(0.61, 0.83)
+    assert t[0] >= 0.61 and t[-1] <= 0.83 and len(t) >= 3
+    steps = {round(b - a, 9) for a, b in zip(t, t[1:])}
+    assert steps == {0.05}
+
+
+def _stand_in():
+    """A deterministic metric function with the suite's signature, counting its calls."""
+    calls = []
+
+    def evaluate(videos, reference, *, cond_images=None):
+        calls.append(videos.shape[0])
+        return {"average": float(videos.mean()), "fvd": None,
+                "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in"}
+
+    return evaluate, calls
+
+
+def _shipped_generator_as(cfg, teacher_dir, out, *, resume=False, cache_dir=None):
+    """Stand-in for distill(): the shipped generator saved with the sampler record of ``cfg``."""
+    from magicdistill.distill.trainer import sampler_record
+    from magicdistill.models.dit import VideoDiT
+    from magicdistill.pipeline import SHIPPED_DIR
+
+    dit = VideoDiT.load(SHIPPED_DIR / "generator")
+    dit.save(out / "generator", **{**dit.meta, "sampler": sampler_record(cfg)})
+    return out / "generator"
+
+
+@pytest.mark.parametrize("real", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["stub-distill", "real-distill"])
+def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
+    """2 rows + one earlier snapshot; the fast variant replaces distillation (tested in test_distill_run.py) by the
+    shipped generator; the slow one distils for real and checks the run is continued, not restarted."""
+    import magicdistill.bench.runner as runner
+    from magicdistill.bench.plan import Plan, Settings, Unit
+    from magicdistill.bench.runner import run_bench
+
+    distills = []
+    inner = runner.distill if real else _shipped_generator_as
+    monkeypatch.setattr(runner, "distill", lambda cfg, *a, **k: distills.append((cfg.iters, k["resume"])) or inner(cfg, *a, **k))
+    # an 8-step CFG teacher as the reference (the real bench: 50 steps) keeps the test fast
+    s = Settings(iters=2, clips=1, seeds=2, num_clips=8, curve_iters=(1, 2), distilled_steps=(1,), euler_steps=(8,),
+                 reference_steps=8)
+    w2s = [Unit("w2s", 1, iters=1), Unit("w2s", 1, iters=2)]
+    plan = Plan(table1=[Unit("euler", 8), w2s[1]], alpha=[], curves={"W2S 1-step": w2s}, reference=Unit("euler", 8))
+    evaluate, calls = _stand_in()
+    docs = tmp_path / "docs" / "RESULTS.md"
+    run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan, command="magicdistill bench --test")
+    assert calls == [1] * 6  # 3 units x 2 seeds
+    assert distills == [(1, False), (2, real)]  # the run continued from 1 to 2 iterations (from its checkpoint)
+    res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "bench" / "results").glob("*.json")}
+    ref, gen = res[Unit("euler", 8).id], res[w2s[1].id]
+    assert ref["nfe"] == 16 and gen["nfe"] == 1
+    for r in (ref, gen):
+        assert r["metrics"]["average"]["mean"] == pytest.approx(statistics.fmean(m["average"] for m in r["per_seed"]))
+        assert r["metrics"]["average"]["n"] == 2 and r["metrics"]["fvd"]["mean"] is None
+        assert len(r["seconds"]) == 2
+    assert gen["seconds_per_video"] < ref["seconds_per_video"]  # 1 network evaluation vs 16, same run
+    assert ref["per_seed"][0]["average"] != ref["per_seed"][1]["average"]  # the seeds draw different noise
+    text = docs.read_text()
+    assert "| Euler 8-step (CFG teacher) | 16 | 1.00 |" in text and "| W2S 1-step | 1 | 0.06 |" in text
+    assert "T2V vs TI2V" in text and "not run" in text and "magicdistill bench --test" in text
+    assert (docs.parent / "plots" / "bench_steps_average.png").stat().st_size > 1000
+    assert (docs.parent / "plots" / "bench_iters_average.png").is_file()
+    # resume: a finished unit is skipped; a deleted one is re-measured, without training again, to the same numbers
+    (tmp_path / "bench" / "results" / f"{w2s[1].id}.json").unlink()
+    run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
+    assert calls == [1] * 8 and len(distills) == 2
+    again = json.loads((tmp_path / "bench" / "results" / f"{w2s[1].id}.json").read_text())
+    assert [m["average"] for m in again["per_seed"]] == [m["average"] for m in gen["per_seed"]]
+    assert "2 of 3 units were measured by an earlier invocation" in docs.read_text()
+    run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
+    assert len(calls) == 8 and "3 of 3 units" in docs.read_text()
+    with pytest.raises(ValueError, match="different settings"):
+        run_bench(tmp_path / "bench", Settings(iters=2, clips=2, seeds=2, num_clips=8, curve_iters=(1, 2),
+                                                euler_steps=(8,), reference_steps=8),
+                  docs=docs, evaluate=evaluate, plan=plan)
+
+
+def test_partial_results_page_marks_pending_rows(tmp_path):
+    """The page is rewritten after every unit: a killed bench leaves it current, with the rest pending."""
+    from magicdistill.bench.plan import Plan, Settings, Unit
+    from magicdistill.bench.report import write_results
+
+    s = Settings(iters=2, clips=1, seeds=2, curve_iters=(2,), euler_steps=(8,), reference_steps=8, distilled_steps=(1,))
+    ref, w2s, dmd = Unit("euler", 8), Unit("w2s", 1, iters=2), Unit("dmd", 1, alpha_weak=0.0, iters=2)
+    plan = Plan(table1=[ref, w2s, dmd], alpha=[], curves={}, reference=ref)
+    done = {ref.id: {"id": ref.id, "label": ref.label, "nfe": 16, "seconds_per_video": 2.0,
+                     "metrics": {"average": {"mean": 0.5, "half_width": 0.1, "n": 2}}}}
+    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
+                         out=tmp_path).read_text()
+    assert "Partial: 2 of 3 units not measured yet" in text
+    done[ref.id].update(seconds=[30.0, 90.0], distill_seconds=None)
+    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
+                         out=tmp_path).read_text()
+    assert "distillation 0.0 min, sampling 2.0 min" in text
+    assert "| Euler 8-step (CFG teacher) | 16 | 1.00 | 2.00 | 1.000 | 0.5000 ± 0.1000 |" in text
+    assert "| W2S 1-step | pending | pending | pending | pending | pending |" in text
+    assert "W2S vs DMD2**: pending" in text
+    # both measured: the verdict follows the intervals (W2S clearly lower here)
+    done[w2s.id] = {**done[ref.id], "id": w2s.id, "label": w2s.label, "nfe": 1,
+                    "metrics": {"average": {"mean": 0.2, "half_width": 0.05, "n": 2}}}
+    done[dmd.id] = {**done[w2s.id], "id": dmd.id, "label": dmd.label, "metrics": {"average": {"mean": 0.4, "half_width": 0.05, "n": 2}}}
+    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
+                         out=tmp_path).read_text()
+    assert "Partial" not in text and "DMD2 beat W2S here" in text and "Did W2S beat DMD2 here? No" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--iters", "0"], ">= 1"),
+    (["--t2v-teacher", "TI2V"], "is an image-to-video model"),
+    (["--teacher", "nowhere"], "no TI2V teacher at nowhere"),
+    (["--probe", "nowhere"], "no probe at nowhere"),
+])
+def test_bench_cli_bad_input_is_one_line_error_before_any_work(tmp_path, args, needle):
+    from typer.testing import CliRunner
+
+    from magicdistill.cli import app
+    from magicdistill.pipeline import SHIPPED_DIR
+
+    args = [str(SHIPPED_DIR / "teacher") if a == "TI2V" else a for a in args]
+    r = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b"), "--docs", str(tmp_path / "R.md"), *args])
+    assert r.exit_code == 2
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # (torchao prints at import)
+    assert len(err) == 1 and needle in err[0], r.stderr
+    assert not (tmp_path / "b").exists() and not (tmp_path / "R.md").exists()
