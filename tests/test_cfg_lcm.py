@@ -9,7 +9,7 @@ from magicdistill.flow import sigma_schedule
 from magicdistill.models.dit import Condition, VideoDiT
 from magicdistill.sampling import consistency_sample
 
-from test_w2s import _batch
+from toys import toy_batch
 
 
 def _teacher(cfg):
@@ -19,7 +19,7 @@ def _teacher(cfg):
 
 def test_guidance_input_starts_as_the_teacher(tiny_dit_cfg):
     teacher = _teacher(tiny_dit_cfg)
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     cond = teacher.condition(batch.text, batch.image, batch.image_latent)
     s = torch.tensor([0.6, 0.2])
     with torch.no_grad():
@@ -34,7 +34,7 @@ def test_cfg_distill_step_trains_only_the_student(tiny_dit_cfg):
     teacher = _teacher(tiny_dit_cfg)
     snapshot = {k: v.clone() for k, v in teacher.state_dict().items()}
     m = CFGDistillMethod(teacher, DistillConfig(method="cfg", lr_generator=1e-3))
-    batch = _batch(tiny_dit_cfg)
+    batch = toy_batch(tiny_dit_cfg)
     total = lambda r: m.cfg.lambda_cfg * r["loss_cfg"] + r["loss_base"]  # noqa: E731  the objective (eq. 8)
     first = m.step(batch, 0, torch.Generator().manual_seed(0))
     for _ in range(15):
@@ -47,7 +47,7 @@ def test_cfg_distill_step_trains_only_the_student(tiny_dit_cfg):
 def test_lcm_step_and_consistency_sampler(tiny_dit_cfg):
     teacher = _teacher(tiny_dit_cfg)
     m = LCMMethod(teacher, DistillConfig(method="lcm", lcm_teacher_steps=8))
-    metrics = m.step(_batch(tiny_dit_cfg), 0, torch.Generator().manual_seed(0))
+    metrics = m.step(toy_batch(tiny_dit_cfg), 0, torch.Generator().manual_seed(0))
     assert metrics["loss_lcm"] > 0 and metrics["grad_norm_generator"] > 0
     # a perfect x0 predictor makes the consistency sampler land exactly on x0
     x0 = torch.randn(2, 3, 4)

@@ -117,7 +117,10 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
         t0 = time.time()
         sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device)
         distill_seconds = time.time() - t0 if unit.trained else None
-        res = measure(unit, sampler, pipes[unit.teacher], held, settings, evaluate, pipes["ti2v"].spec.num_frames)
+        reference = None if unit == plan.reference else Timed(
+            sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device), pipes["ti2v"], held.texts["ti2v"])
+        res = measure(unit, Timed(sampler, pipes[unit.teacher], held.texts[unit.teacher]), held, settings, evaluate,
+                      pipes["ti2v"].spec.num_frames, reference)
         res["distill_seconds"] = distill_seconds
         write_json_atomic(path, res)
         results[unit.id] = res
@@ -162,34 +165,52 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
     return snap
 
 
-def measure(unit: Unit, sampler: Sampler, pipe: I2VPipeline, held: HeldOut, settings: Settings, evaluate: Evaluate,
-            num_frames: int) -> dict:
-    """Sample every held-out first frame with every seed, one video at a time (as a user runs it,
-    timed), and compute the metrics per seed. The noise of (seed s, clip i) is the same for every
-    unit, so rows differ by the model only (paired comparison)."""
-    dit, n = sampler.dit, held.truth.shape[0]
-    text = held.texts[unit.teacher]
-    needs_image = dit.is_i2v or dit.vision is not None
-    size = tuple(held.truth.shape[-2:])
-    seconds, per_seed = [], []
+@dataclass
+class Timed:
+    """A sampler with what it needs to sample held-out clip i (its teacher's VAE and text encodings)."""
+
+    sampler: Sampler
+    pipe: I2VPipeline
+    text: TextEmbedding
+
+    def sample(self, held: HeldOut, i: int, generator: torch.Generator, num_frames: int) -> tuple[torch.Tensor, float]:
+        """-> (video (1, 3, T, H, W), seconds), one video as a user would run it."""
+        dit, smp = self.sampler.dit, self.sampler
+        t = time.perf_counter()
+        v = sample_video(dit, self.pipe.vae, self.text.index(torch.tensor([i])), self.pipe.null_text,
+                         held.first[i:i + 1] if dit.is_i2v or dit.vision is not None else None, num_frames=num_frames,
+                         generator=generator, steps=smp.steps, guidance=smp.guidance, shift=smp.shift, sampler=smp.kind,
+                         size=tuple(held.truth.shape[-2:]))
+        return v.cpu(), time.perf_counter() - t
+
+
+def measure(unit: Unit, row: Timed, held: HeldOut, settings: Settings, evaluate: Evaluate, num_frames: int,
+            reference: Timed | None = None, pairs: int = 2) -> dict:
+    """Sample every held-out first frame with every seed, one video at a time (timed), and compute
+    the metrics per seed. The noise of (seed s, clip i) is the same for every unit, so rows differ by
+    the model only (paired comparison). The time ratio to the reference is measured side by side:
+    ``pairs`` times the reference then this row on the same clip, median of the ratios (the machine's
+    load changes between rows; it changes much less within a pair)."""
+    n = held.truth.shape[0]
+    seconds, per_seed, ratios = [], [], []
     bar = tqdm(total=n * settings.seeds, desc=unit.label, unit="video", leave=False)
     for s in range(settings.seeds):
         videos = []
         for i in range(n):
-            g = torch.Generator().manual_seed(noise_seed(settings.seed, s, i))
-            t = time.perf_counter()
-            v = sample_video(dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text,
-                             held.first[i:i + 1] if needs_image else None, num_frames=num_frames, generator=g,
-                             steps=sampler.steps, guidance=sampler.guidance, shift=sampler.shift, sampler=sampler.kind,
-                             size=size)
-            seconds.append(time.perf_counter() - t)
-            videos.append(v.cpu())
+            v, sec = row.sample(held, i, torch.Generator().manual_seed(noise_seed(settings.seed, s, i)), num_frames)
+            seconds.append(sec)
+            videos.append(v)
             bar.update()
         per_seed.append(evaluate(torch.cat(videos), held.truth, cond_images=held.first))
     bar.close()
+    for j in range(pairs if reference is not None else 0):
+        i, g = j % n, lambda: torch.Generator().manual_seed(noise_seed(settings.seed, 0, j % n))
+        ref_sec, row_sec = reference.sample(held, i, g(), num_frames)[1], row.sample(held, i, g(), num_frames)[1]
+        ratios.append(row_sec / ref_sec)
     keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float)) or v is None]
-    return {"id": unit.id, "unit": unit.as_dict(), "label": unit.label, "nfe": sampler.nfe,
-            "seconds_per_video": statistics.median(seconds), "seconds": seconds, "per_seed": per_seed,
+    return {"id": unit.id, "unit": unit.as_dict(), "label": unit.label, "nfe": row.sampler.nfe,
+            "seconds_per_video": statistics.median(seconds), "seconds": seconds,
+            "time_ratio": statistics.median(ratios) if ratios else 1.0, "time_ratios": ratios, "per_seed": per_seed,
             "metrics": {k: mean_ci([m.get(k) for m in per_seed]) for k in keys},
             "extractor": per_seed[0].get("extractor", "")}
 
