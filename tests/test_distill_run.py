@@ -72,3 +72,23 @@ def test_other_methods_run_and_record_their_sampler(tmp_path, tiny_teacher, meth
     assert sampler["kind"] == kind and sampler["guidance"] == guidance
     loaded = VideoDiT.load(out)
     assert loaded.transformer.config.guidance_embeds == (method == "cfg")
+
+
+def test_t2v_teacher_distils_without_a_first_frame(tmp_path):
+    """A T2V teacher distils end to end, and its batches carry no image (so no first frame is pasted into x_gen)."""
+    from magicdistill.data.latent_cache import LatentSet
+    from magicdistill.distill.trainer import make_batch
+
+    teacher_dir = write_tiny_teacher(tmp_path / "t2v", task="t2v")
+    out = distill(_cfg(iters=2), teacher_dir, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert json.loads((out / "dit.json").read_text())["task"] == "t2v"
+    data = next(iter((tmp_path / "cache").glob("latents_train_*.safetensors")))
+    from magicdistill.data.latent_cache import load_latent_set
+
+    key = data.stem.split("_")[-1]
+    ls: LatentSet = load_latent_set(data, key)
+    null = ls.text.index(torch.tensor([0]))
+    batch = make_batch(ls, torch.tensor([0, 1]), null, "cpu", i2v=False)
+    assert batch.image is None and batch.image_latent is None
+    with_image = make_batch(ls, torch.tensor([0, 1]), null, "cpu")
+    assert torch.equal(with_image.image_latent, ls.image_latents[:2])

@@ -12,13 +12,13 @@ from magicdistill.models.text import TextEmbedding
 from magicdistill.models.vae import VideoVAE
 
 
-def write_tiny_teacher(root: Path) -> Path:
-    """A 32x32, 5-frame I2V teacher (random weights) with its VAE beside it, as models are shipped."""
+def write_tiny_teacher(root: Path, task: str = "i2v") -> Path:
+    """A 32x32, 5-frame teacher (random weights; I2V or T2V) with its VAE beside it, as models are shipped."""
     torch.manual_seed(0)
     VideoVAE(CausalPatchVAE(latent_channels=4, hidden=16, blocks=1)).save(root / "vae")
     cfg = DiTConfig(latent_channels=4, hidden_heads=2, head_dim=16, num_layers=1, num_single_layers=1,
                     rope_axes_dim=(4, 6, 6), image_tokens=4)
-    VideoDiT.tiny(cfg, "i2v").save(root / "teacher", task="i2v", height=32, width=32, num_frames=5, fps=8.0,
+    VideoDiT.tiny(cfg, task).save(root / "teacher", task=task, height=32, width=32, num_frames=5, fps=8.0,
                                    max_text_tokens=32)
     return root / "teacher"
 

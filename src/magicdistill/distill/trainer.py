@@ -33,11 +33,14 @@ from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
 
 
-def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device) -> DistillBatch:
+def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device, *, i2v: bool = True) -> DistillBatch:
+    """A seeded batch; a text-to-video teacher gets no first frame (nothing is pasted into its outputs)."""
     b = len(idx)
     null = TextEmbedding(null_text.tokens.expand(b, -1, -1), null_text.mask.expand(b, -1), null_text.pooled.expand(b, -1))
+    image = data.first_frame_pixels(idx).to(device) if i2v else None
+    image_latent = data.image_latents[idx].to(device) if i2v else None
     return DistillBatch(data.latents[idx].to(device), data.text.index(idx).to(device, torch.float32), null.to(device),
-                        data.first_frame_pixels(idx).to(device), data.image_latents[idx].to(device))
+                        image, image_latent)
 
 
 def build_method(teacher: VideoDiT, cfg: DistillConfig):
@@ -103,7 +106,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     for it in bar:
         g = step_generator(cfg.seed, it)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        metrics = method.step(make_batch(data, idx, null_text, device), it, g)
+        metrics = method.step(make_batch(data, idx, null_text, device, i2v=teacher.is_i2v), it, g)
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})
