@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_text_atomic
 from ..config import DistillConfig
 from .plan import Plan, Settings, Unit
 from .plot import Series, line_plot
@@ -127,12 +128,12 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
                       for name, units in plan.curves.items() for u in units]),
               "", "## Plots", ""]
     lines += [f"![{title}]({p.relative_to(docs.parent).as_posix()})" for title, p in plots]
+    lines += ["", "## Long video: quality at window seams", "",
+              "Measured by `python benchmarks/long_video.py` (flicker and jerk at seams vs inside windows, FVD of "
+              "clips straddling a seam vs inside a window, drift per window, cost vs length); the tables and the "
+              "commands are in [LONG_VIDEO.md](LONG_VIDEO.md#benchmarks).", ""]
     lines += ["", "## Notes", "", *notes(plan, done, settings), ""]
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    tmp = docs.with_name(f".{docs.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, docs)
-    return docs
+    return write_text_atomic(docs, "\n".join(lines))
 
 
 def _metric_keys(results: dict[str, dict]) -> list[str]:
