@@ -10,7 +10,7 @@ clips after the same number of steps. The repeat-padded variant is patched in he
 import sys, torch, time
 import magicdistill.models.dit as dit_mod
 from magicdistill.models.i2v import i2v_input as zero_pad
-from magicdistill.config import DiTConfig, TeacherTrainConfig, DataConfig
+from magicdistill.config import DiTConfig, TeacherTrainConfig
 from magicdistill.data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from magicdistill.data.latent_cache import build_latent_set
 from magicdistill.models.vae import load_vae
