@@ -104,7 +104,7 @@ def test_frechet_isotropic_scale_and_identity():
 
 
 def test_frechet_matches_scipy_on_random_covariances():
-    scipy_linalg = pytest.importorskip("scipy.linalg")
+    import scipy.linalg as scipy_linalg  # a dependency (pyproject): never skipped
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(40, 16, generator=g, dtype=torch.float64), torch.randn(40, 16, generator=g, dtype=torch.float64)
     s1, s2 = a.T @ a / 40, b.T @ b / 40 + 0.1 * torch.eye(16, dtype=torch.float64)
@@ -173,15 +173,20 @@ def test_perceptual_distance_known_angles():
 
 # --- FVD behaviour on synthetic clips -------------------------------------------------------------
 
+def _fvd_by_noise_and_blur(clips, ext, noise_levels, blur_sizes):
+    """FVD against ``clips`` of noisier and blurrier copies, each list asserted strictly increasing."""
+    noise = torch.randn(clips.shape, generator=torch.Generator().manual_seed(0))
+    by_noise = [fvd(clips, clips + s * noise, ext) for s in noise_levels]
+    by_blur = [fvd(clips, blur(clips, k), ext) for k in blur_sizes]
+    assert all(a < b for a, b in zip(by_noise, by_noise[1:])), by_noise
+    assert all(a < b for a, b in zip(by_blur, by_blur[1:])), by_blur
+    return by_noise, by_blur
+
+
 def test_fvd_zero_on_itself_and_monotone_in_noise_and_blur(clips):
     ext = PixelStats()
     assert fvd(clips, clips, ext) == pytest.approx(0.0, abs=1e-6)
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(clips.shape, generator=g)
-    by_noise = [fvd(clips, clips + s * noise, ext) for s in (0.02, 0.06, 0.2)]
-    by_blur = [fvd(clips, blur(clips, k), ext) for k in (3, 5, 9)]
-    assert all(a < b for a, b in zip(by_noise, by_noise[1:])), by_noise
-    assert all(a < b for a, b in zip(by_blur, by_blur[1:])), by_blur
+    by_noise, by_blur = _fvd_by_noise_and_blur(clips, ext, (0.02, 0.06, 0.2), (3, 5, 9))
     assert by_noise[0] > 0 and by_blur[0] > 0
 
 
@@ -194,10 +199,7 @@ def test_shuffled_frames_raise_fvd_constructed_extractor(clips):
 def _shipped_probe():
     from magicdistill.eval.probe import load_probe
 
-    try:
-        return load_probe()
-    except ValueError:  # until the probe developer ships src/magicdistill/checkpoints/tiny/probe/
-        pytest.skip("the shipped probe is not there yet")
+    return load_probe()  # shipped in src/magicdistill/checkpoints/tiny/probe/: its absence is a failure
 
 
 def test_shuffled_frames_raise_fvd_with_the_shipped_probe(clips):
@@ -209,13 +211,7 @@ def test_shuffled_frames_raise_fvd_with_the_shipped_probe(clips):
 
 
 def test_fvd_monotone_in_noise_with_the_shipped_probe(clips):
-    probe = _shipped_probe()
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(clips.shape, generator=g)
-    by_noise = [fvd(clips, clips + s * noise, probe) for s in (0.05, 0.15, 0.4)]
-    by_blur = [fvd(clips, blur(clips, k), probe) for k in (3, 7, 11)]
-    assert all(a < b for a, b in zip(by_noise, by_noise[1:])), by_noise
-    assert all(a < b for a, b in zip(by_blur, by_blur[1:])), by_blur
+    _fvd_by_noise_and_blur(clips, _shipped_probe(), (0.05, 0.15, 0.4), (3, 7, 11))
 
 
 # --- the suite ------------------------------------------------------------------------------------

@@ -43,10 +43,7 @@ def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: Tex
         image_latent = vae.encode(image[:, :, None])  # a 1-frame clip: the causal VAE's first latent
     null = TextEmbedding(null_text.tokens.expand(len(text.tokens), -1, -1), null_text.mask.expand(len(text.mask), -1),
                          null_text.pooled.expand(len(text.pooled), -1)).to(device)
-    # one vision-encoder pass shared by both branches (they see the same image)
-    image_tokens = dit.vision(image.to(dit.dtype)) if dit.vision is not None and image is not None else None
-    cond = dit.condition(text.to(device), image, image_latent, image_tokens=image_tokens)
-    uncond = dit.condition(null, image, image_latent, image_tokens=image_tokens)
+    cond, uncond = dit.conditions(text.to(device), null, image, image_latent)
     return cond, uncond, image_latent
 
 

@@ -56,8 +56,7 @@ class CFGDistillMethod:
         cfg, device = self.cfg, batch.x_gt.device
         b = batch.x_gt.shape[0]
         with torch.no_grad():
-            cond = self.teacher.condition(batch.text, batch.image, batch.image_latent)
-            uncond = self.teacher.condition(batch.null_text, batch.image, batch.image_latent)
+            cond, uncond = self.teacher.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
         s_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
         # L_cfg at a random guidance scale
         w = (torch.rand(b, generator=g) * (cfg.cfg_max - cfg.cfg_min) + cfg.cfg_min).to(device)

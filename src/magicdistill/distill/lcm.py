@@ -39,8 +39,7 @@ class LCMMethod:
         s_hi, s_lo = self.grid[n].to(device), self.grid[n + 1].to(device)
         x_hi = add_noise(batch.x_gt, torch.randn(batch.x_gt.shape, generator=g).to(device), s_hi)
         with torch.no_grad():
-            cond = self.teacher.condition(batch.text, batch.image, batch.image_latent)
-            uncond = self.teacher.condition(batch.null_text, batch.image, batch.image_latent)
+            cond, uncond = self.teacher.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
             x_lo = euler_step(x_hi, guided_velocity(self.teacher, x_hi, s_hi, cond, uncond, cfg.lcm_guidance), s_hi, s_lo)
             t_cond = self.ema.shadow.condition(batch.text, batch.image, batch.image_latent)
             target = keep_first_frame(x0_from_v(x_lo, self.ema.shadow(x_lo, s_lo, t_cond), s_lo), batch.image_latent)

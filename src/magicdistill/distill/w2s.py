@@ -144,8 +144,7 @@ class W2SMethod:
     def conditions(self, batch: DistillBatch) -> tuple[Condition, Condition]:
         """Text + image context from the frozen teacher, shared by every score (also the fake copy)."""
         with torch.no_grad():
-            return (self.backbone.condition(batch.text, batch.image, batch.image_latent),
-                    self.backbone.condition(batch.null_text, batch.image, batch.image_latent))
+            return self.backbone.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
 
     def generate(self, batch: DistillBatch, g: torch.Generator, *, grad: bool) -> torch.Tensor:
         """Steps 1-2: x_gen = x_in - sigma_i G(x_in, sigma_i, c), x_in noised data or a rollout."""

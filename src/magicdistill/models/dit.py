@@ -136,6 +136,14 @@ class VideoDiT(nn.Module):
             raise ValueError("an image-to-video model needs the first-frame latent")
         return Condition(tokens, mask, text.pooled.to(dt), image_latent)
 
+    def conditions(self, text: TextEmbedding, null_text: TextEmbedding, image: torch.Tensor | None = None,
+                   image_latent: torch.Tensor | None = None) -> tuple[Condition, Condition]:
+        """(cond, uncond) for CFG: the unconditional branch drops the text and keeps the image, so
+        both branches share one vision-encoder pass."""
+        tokens = self.vision(image.to(self.dtype)) if self.vision is not None and image is not None else None
+        return (self.condition(text, image, image_latent, image_tokens=tokens),
+                self.condition(null_text, image, image_latent, image_tokens=tokens))
+
     # --- forward --------------------------------------------------------------------------------
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Condition, guidance: torch.Tensor | None = None,
                 attention_kwargs: dict | None = None) -> torch.Tensor:
