@@ -127,7 +127,9 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert ref["time_ratio"] == 1.0 and len(gen["time_ratios"]) == 2 and gen["time_ratio"] > 0
     assert gen["time_ratio"] == pytest.approx(statistics.median(gen["time_ratios"]))
     assert ref["per_seed"][0]["average"] != ref["per_seed"][1]["average"]  # the seeds draw different noise
+    assert ref["measured"]["commit"] and ref["measured"]["threads"] >= 1  # each row records where it was measured
     text = docs.read_text()
+    assert f"- Measured with git commit: {ref['measured']['commit']}\n" in text
     assert "| Euler 8-step (CFG teacher) | 16 | 1.00 |" in text and "| W2S 1-step | 1 | 0.06 |" in text
     assert "T2V vs TI2V" in text and "not run" in text and "magicdistill bench --test" in text
     assert (docs.parent / "plots" / "bench_steps_average.png").stat().st_size > 1000
@@ -160,6 +162,7 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
     text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
                          out=tmp_path).read_text()
     assert "Partial: 2 of 3 units not measured yet" in text
+    assert "1 row measured before rows recorded this" not in text  # no row records it: no header line
     done[ref.id].update(seconds=[30.0, 90.0], distill_seconds=None)
     text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
                          out=tmp_path).read_text()
@@ -174,6 +177,17 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
     text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
                          out=tmp_path).read_text()
     assert "Partial" not in text and "DMD2 beat W2S here" in text and "Did W2S beat DMD2 here? No" in text
+    # the header reports the rows' own provenance, not the writing process's
+    machine = {"commit": "abc1234", "date": "2026-01-02 03:04 UTC", "machine": "Box, 2 CPU cores", "threads": 2,
+               "torch": "9.9", "load": 0.5}
+    done[ref.id]["measured"] = machine
+    done[w2s.id] = {**done[w2s.id], "measured": {**machine, "commit": "def5678", "load": 3.0}}
+    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
+                         out=tmp_path).read_text()
+    assert "- Measured with git commit: abc1234 (1 of 2 rows); def5678 (1 of 2 rows)" in text
+    assert "- Measured with machine: Box, 2 CPU cores, 2 torch threads, torch 9.9\n" in text
+    assert "load average when each row finished: 0.5–3.0" in text
+    assert "1 row measured before rows recorded this" in text
 
 
 @pytest.mark.parametrize("args,needle", [

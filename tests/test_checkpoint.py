@@ -61,3 +61,21 @@ def test_ema_tracks_average():
     assert ema.shadow.weight.item() == pytest.approx(0.75)
     with pytest.raises(ValueError):
         EMA(m, decay=1.0)
+
+
+def test_resume_accepts_a_config_written_before_a_defaulted_field_existed(tmp_path):
+    """A run folder written by an older version lacks fields added since; with their defaults they are no change."""
+    import json
+
+    from magicdistill.config import TeacherTrainConfig
+    from magicdistill.train.run import Run
+
+    cfg = TeacherTrainConfig()
+    run = Run(tmp_path / "run", cfg)
+    save_checkpoint(run.checkpoint_dir, modules={"m": torch.nn.Linear(2, 2)}, meta={"step": 1})
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["dit"]["image_padding"], saved["warmup"]  # as an older version wrote it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    Run(tmp_path / "run", cfg, resume=True)
+    with pytest.raises(ValueError, match="differs .* in dit"):  # a real change is still refused
+        Run(tmp_path / "run", TeacherTrainConfig(dit={"image_padding": "repeat"}), resume=True)

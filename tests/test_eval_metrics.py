@@ -222,7 +222,7 @@ def test_suite_identity_keys_and_average(clips):
     assert r["perceptual"] == pytest.approx(0.0, abs=1e-9)
     assert r["imaging_quality"] == pytest.approx(1.0)
     assert r["average"] == pytest.approx(sum(r[k] for k in DIMENSIONS) / 6)
-    assert r["extractor"] == "pixel-stats"
+    assert r["extractor"] == "pixel-stats" and r["motion_ratio"] == pytest.approx(1.0)
     worse = evaluate_videos(clips[:8] + 0.2 * torch.randn(clips[:8].shape, generator=torch.Generator().manual_seed(0)),
                             clips[:8], extractor=PixelStats())
     assert worse["fid"] > 1.0 and worse["fvd"] > 1.0 and worse["kid"] > r["kid"] and worse["perceptual"] > 0.01

@@ -1,6 +1,7 @@
 """Magic 1-For-1 section 3: I2V by channel concat, converted from a T2V model."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -39,6 +40,38 @@ def test_i2v_input_layout():
     assert z[:, 8, 0].eq(1).all() and z[:, 8, 1:].eq(0).all()  # mask: ones on the first latent frame
     with pytest.raises(ValueError):
         i2v_input(x, torch.randn(2, 4, 2, 8, 8))
+    # the recorded deviation: the image latent repeated over every latent frame, same mask
+    r = i2v_input(x, img, "repeat")
+    torch.testing.assert_close(r[:, :4], x)
+    torch.testing.assert_close(r[:, 4:8], img.expand(-1, -1, 3, -1, -1))
+    torch.testing.assert_close(r[:, 8], z[:, 8])
+    with pytest.raises(ValueError, match="padding"):
+        i2v_input(x, img, "reflect")
+
+
+def test_image_padding_is_saved_and_changes_the_function(tiny_dit_cfg, tmp_path):
+    cfg = tiny_dit_cfg.model_copy(update={"image_padding": "repeat"})
+    torch.manual_seed(0)
+    dit = VideoDiT.tiny(cfg, "i2v").eval()
+    assert dit.image_padding == "repeat"
+    with torch.no_grad():  # trained image channels, so the padding matters
+        dit.transformer.x_embedder.proj.weight[:, cfg.latent_channels:].normal_(0, 0.1)
+    dit.save(tmp_path / "m")
+    loaded = VideoDiT.load(tmp_path / "m")
+    assert loaded.image_padding == "repeat"
+    x, ctx, mask, pooled, img = _inputs(cfg)
+    cond = Condition(ctx, mask, pooled, img)
+    s = torch.tensor([0.7, 0.3])
+    with torch.no_grad():
+        out = loaded(x, s, cond)
+        torch.testing.assert_close(out, dit(x, s, cond))
+        loaded.image_padding = "zero"
+        assert (loaded(x, s, cond) - out).abs().mean() > 1e-3
+    # a folder written before the option existed loads as Magic 1-For-1's zero padding
+    meta = json.loads((tmp_path / "m" / "dit.json").read_text())
+    del meta["image_padding"]
+    (tmp_path / "m" / "dit.json").write_text(json.dumps(meta))
+    assert VideoDiT.load(tmp_path / "m").image_padding == "zero"
 
 
 def test_widen_copies_old_and_zeroes_new():

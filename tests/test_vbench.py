@@ -96,6 +96,16 @@ def test_dynamic_degree_counts_moving_videos_and_pairs():
         assert vbench.dynamic_degree(clip) == expected
 
 
+def test_motion_ratio_resolves_what_dynamic_degree_saturates():
+    moving = moving_square()
+    half = moving * 0.5  # the same motion at half the contrast: half the frame differences
+    assert vbench.dynamic_degree(half) == vbench.dynamic_degree(moving) == 1.0  # both over the threshold
+    assert vbench.motion_ratio(moving, moving) == pytest.approx(1.0)
+    assert vbench.motion_ratio(half, moving) == pytest.approx(0.5, rel=1e-5)
+    assert vbench.motion_ratio(moving, half) == pytest.approx(2.0, rel=1e-5)
+    assert vbench.motion_ratio(moving[:, :, :1].expand_as(moving), moving) == 0.0  # frozen on frame 0
+
+
 def test_dynamic_degree_ignores_small_noise():
     still = textured(b=1, t=17)
     noisy = still + 0.02 * torch.randn(still.shape, generator=torch.Generator().manual_seed(0))

@@ -82,6 +82,8 @@ def train_cmd(
     lr: float = typer.Option(3e-4),
     num_clips: int = typer.Option(3000, help="synthetic training clips to encode"),
     init_from: Path = typer.Option(None, help="a T2V teacher folder to convert (widen to 2C+1 channels) and fine-tune"),
+    image_padding: str = typer.Option("zero", help="first-frame latent in the I2V concat channels: zero (Magic 1-For-1) "
+                                      "or repeat (over every latent frame; docs/DECISIONS.md)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
@@ -101,7 +103,8 @@ def train_cmd(
         cfg = _resolve_config(
             TeacherTrainConfig, config, dry_run, task=task, steps=steps, batch_size=batch_size, lr=lr,
             num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
-            sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""))
+            sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
+            dit={"image_padding": image_padding})
         if cfg is None:
             return
         from .train.teacher import train_teacher

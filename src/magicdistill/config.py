@@ -100,6 +100,9 @@ class DiTConfig(Strict):
     # "x0_image_residual": x0 = first-frame latent (repeated over time) + output, for I2V (measured:
     # plain x0 still gave blocky frames after 4,000 steps). Real backbones (HunyuanVideo, Wan) predict "v".
     prediction: Literal["v", "x0", "x0_image_residual"] = "x0_image_residual"
+    # The first-frame latent in the I2V concat channels: "zero"-padded over time (Magic 1-For-1) or
+    # "repeat"ed over every latent frame (a recorded deviation; docs/DECISIONS.md, "Known defect").
+    image_padding: Literal["zero", "repeat"] = "zero"
 
 
 class TeacherTrainConfig(Strict):

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import platform
-import subprocess
 import time
 from pathlib import Path
-
-import torch
 
 from ..atomic import write_text_atomic
 from ..config import DistillConfig
 from .plan import Plan, Settings, Unit
 from .plot import Series, line_plot
+from .provenance import git_commit, summarise
 from .stats import overlap
 
 SUMMARY = ("average", "fvd", "fid", "perceptual")  # the first table's metrics; the rest go to the second
@@ -39,17 +35,6 @@ def fmt(ci: dict | None) -> str:
     return f"{m:.{d}f}" if ci["half_width"] is None else f"{m:.{d}f} ± {ci['half_width']:.{d}f}"
 
 
-def git_commit(where: Path) -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
-
-
 def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Settings, *, command: str,
                   teachers: dict[str, Path], seconds: float, out: Path, reused: int = 0) -> Path:
     """``reused``: units whose results were measured by an earlier invocation in the same bench folder."""
@@ -69,10 +54,9 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         *([f"**Partial: {len(missing)} of {len(plan.units())} units not measured yet (marked pending); re-run the "
            "same command to continue.**", ""] if missing else []),
         f"- Command: `{command or 'magicdistill bench'}` (bench folder `{out}`)",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; git commit {git_commit(Path(__file__).parent)}",
-        f"- Machine: {platform.platform()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        "(shared machine: read time ratios, not seconds)",
+        *summarise(list(done.values())),
+        f"- Page written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with git commit "
+        f"{git_commit(Path(__file__).parent)}",
         f"- Teacher: {teachers['ti2v']} (TI2V)" + (f"; T2V teacher: {teachers['t2v']}" if "t2v" in teachers else ""),
         f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never seen in "
         f"training), ground truth through the VAE; {settings.seeds} sampling seeds (noise seed = "
@@ -234,6 +218,8 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         dd = "dynamic_degree"
         out.append(f"- **L_reg** (paper: raises image quality, kills motion, dynamic degree 0.04): dynamic degree "
                    f"W2S {fmt(results[w2s4.id]['metrics'].get(dd))} vs W2S + L_reg {fmt(results[reg.id]['metrics'].get(dd))}; "
+                   f"motion / reference's {fmt(results[w2s4.id]['metrics'].get('motion_ratio'))} vs "
+                   f"{fmt(results[reg.id]['metrics'].get('motion_ratio'))}; "
                    f"imaging quality {fmt(results[w2s4.id]['metrics'].get('imaging_quality'))} vs "
                    f"{fmt(results[reg.id]['metrics'].get('imaging_quality'))}.")
     cis = [(results[u.id]["metrics"].get("average") or {}, u.alpha_weak) for u in plan.alpha if u.id in results]
@@ -247,9 +233,9 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
                                           if separated else "all intervals overlap it: no alpha is measurably best here."))
     d = DistillConfig()
     updates = math.ceil(settings.iters / d.generator_every)
-    share = 1 - d.ema_decay ** updates
+    share = 1 - settings.ema_decay ** updates
     out.append(f"- **How far the distilled generators moved.** DMD2/W2S update the generator every {d.generator_every}th "
-               f"iteration ({updates} updates in {settings.iters} iterations) and save its EMA (decay {d.ema_decay:g}, "
+               f"iteration ({updates} updates in {settings.iters} iterations) and save its EMA (decay {settings.ema_decay:g}, "
                f"updated with the generator), so the evaluated weights are {share:.0%} the trained generator and "
                f"{1 - share:.0%} its initialisation, the teacher. And alpha_weak only acts once the shared LoRA has "
                "moved from zero (its B matrix starts at zero): at the first generator update W2S and DMD2 are the same "

@@ -29,6 +29,7 @@ from ..models.dit import VideoDiT
 from ..models.text import TextEmbedding
 from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
 from .plan import Plan, Settings, Unit, make_plan
+from .provenance import provenance
 from .stats import mean_ci
 
 Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
@@ -122,6 +123,7 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
         res = measure(unit, Timed(sampler, pipes[unit.teacher], held.texts[unit.teacher]), held, settings, evaluate,
                       pipes["ti2v"].spec.num_frames, reference)
         res["distill_seconds"] = distill_seconds
+        res["measured"] = provenance()
         write_json_atomic(path, res)
         results[unit.id] = res
         report(results, seconds=time.time() - t_start, reused=reused)
@@ -150,6 +152,7 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
         return snap
     cfg = DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
                         lambda_reg=unit.lambda_reg, num_clips=settings.num_clips, seed=settings.seed, device=device,
+                        ema_decay=settings.ema_decay,
                         # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
                         checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
     ckpt = run / "checkpoint" / "meta.json"

@@ -66,6 +66,7 @@ def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor:
     out["subject_consistency"] = vbench.subject_consistency_from_features(grid)
     out["motion_smoothness"] = vbench.motion_smoothness(videos)
     out["dynamic_degree"] = vbench.dynamic_degree(videos)
+    out["motion_ratio"] = vbench.motion_ratio(videos, reference)
     out["temporal_flickering"] = vbench.temporal_flickering(videos)
     out["imaging_quality"] = vbench.imaging_quality(videos, reference)
     out["average"] = vbench.average(out)
@@ -75,19 +76,20 @@ def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor:
         out["perceptual"] = perceptual_distance(perceptual_features(extractor, videos) if own else fv,
                                                 perceptual_features(extractor, reference) if own else fr)
     out["extractor"] = extractor.name
-    return {k: out[k] for k in (*KEYS, "perceptual", "extractor") if k in out}
+    return {k: out[k] for k in (*KEYS, "perceptual", "motion_ratio", "extractor") if k in out}
 
 
 LABELS = {"fid": "FID (per frame) ↓", "fvd": "FVD (per clip) ↓", "kid": "KID (per frame) ↓",
           "perceptual": "perceptual distance (paired) ↓", "i2v_subject": "i2v subject ↑",
           "subject_consistency": "subject consistency ↑", "motion_smoothness": "motion smoothness ↑",
-          "dynamic_degree": "dynamic degree ↑ (more motion)", "temporal_flickering": "temporal flickering ↑ (less)",
+          "dynamic_degree": "dynamic degree ↑ (more motion)", "motion_ratio": "motion / reference's (1 = same)",
+          "temporal_flickering": "temporal flickering ↑ (less)",
           "imaging_quality": "imaging quality (proxy) ↑", "average": "average of the six dimensions ↑"}
 
 
 def table_rows(result: dict) -> list[tuple[str, str]]:
     """(label, value) rows in a fixed order; None (not computable) shows as 'n/a'."""
-    order = ("fid", "fvd", "kid", "perceptual", *vbench.DIMENSIONS, "average")
+    order = ("fid", "fvd", "kid", "perceptual", *vbench.DIMENSIONS, "average", "motion_ratio")
     return [(LABELS[k], "n/a" if result[k] is None else f"{result[k]:.4f}") for k in order if k in result]
 
 

@@ -101,12 +101,26 @@ def motion_smoothness(videos: torch.Tensor) -> float:
     return 1.0 - (x[:, :, t_odd] - mid).abs().mean().item()
 
 
-def moving_pairs(videos: torch.Tensor, threshold: float = DYNAMIC_THRESHOLD) -> torch.Tensor:
-    """(B,) number of consecutive-frame pairs whose top-5% mean |difference| exceeds ``threshold``."""
+def pair_motion(videos: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) top-5% mean |x_{t+1} - x_t| (channel-averaged, intensities in [0, 1]) per frame pair:
+    the motion statistic of dynamic_degree and motion_ratio."""
     x = _check(videos, 2)
     d = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(1).flatten(2)  # (B, T-1, H*W), channel-averaged
     k = max(1, int(d.shape[-1] * DYNAMIC_TOP))
-    return (d.topk(k, dim=-1).values.mean(-1) > threshold).sum(1)
+    return d.topk(k, dim=-1).values.mean(-1)
+
+
+def moving_pairs(videos: torch.Tensor, threshold: float = DYNAMIC_THRESHOLD) -> torch.Tensor:
+    """(B,) number of consecutive-frame pairs whose top-5% mean |difference| exceeds ``threshold``."""
+    return (pair_motion(videos) > threshold).sum(1)
+
+
+def motion_ratio(videos: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean pair_motion of ``videos`` / that of ``reference``: 1 = the reference's amount of motion,
+    below 1 = stiller (L_reg's loss of motion), above 1 = more change (motion or flicker). Not a
+    VBench dimension and not in the average: dynamic_degree is a count over a threshold, which
+    saturates (every video moves a little) where this keeps resolving."""
+    return (pair_motion(videos).mean() / pair_motion(reference).mean().clamp(min=1e-8)).item()
 
 
 def dynamic_degree(videos: torch.Tensor, threshold: float = DYNAMIC_THRESHOLD) -> float:

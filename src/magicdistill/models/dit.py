@@ -8,7 +8,7 @@ HunyuanVideo-13B at a small config. The wrapper owns the conventions of method.m
   so samplers, losses and distillation see one convention; "x0_image_residual" (I2V only) predicts
   x0 as the first-frame latent repeated over time plus the network's output, so a still video
   costs the network nothing and its capacity goes to the motion;
-- I2V input is the 2C + 1 channel concat (models/i2v.py);
+- I2V input is the 2C + 1 channel concat (models/i2v.py), the image latent zero- or repeat-padded;
 - multi-modal guidance: image tokens from a vision encoder come first in the context, then the
   text tokens (the transformer's mask requires valid tokens to form a prefix).
 
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import DiTConfig
-from .i2v import convert_t2v_to_i2v, i2v_input
+from .i2v import IMAGE_PADDINGS, convert_t2v_to_i2v, i2v_input
 from .text import TextEmbedding
 from .vision import PatchVisionEncoder
 
@@ -79,14 +79,17 @@ def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
 
 class VideoDiT(nn.Module):
     def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0,
-                 prediction: str = "v"):
+                 prediction: str = "v", image_padding: str = "zero"):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if image_padding not in IMAGE_PADDINGS:
+            raise ValueError(f"image_padding must be one of {IMAGE_PADDINGS}, got {image_padding!r}")
         self.transformer = transformer
         self.vision = vision
         self.image_tokens = image_tokens if vision is not None else 0
         self.prediction = prediction
+        self.image_padding = image_padding
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -96,9 +99,11 @@ class VideoDiT(nn.Module):
         if task == "i2v":
             convert_t2v_to_i2v(transformer)
             vision = PatchVisionEncoder(cfg.text_dim, cfg.image_tokens)
-            return cls(transformer, vision, image_tokens=cfg.image_tokens, prediction=cfg.prediction)
+            return cls(transformer, vision, image_tokens=cfg.image_tokens, prediction=cfg.prediction,
+                       image_padding=cfg.image_padding)
         # a T2V model has no first frame to build on (converted to I2V later, it keeps this)
-        return cls(transformer, prediction="x0" if cfg.prediction == "x0_image_residual" else cfg.prediction)
+        return cls(transformer, prediction="x0" if cfg.prediction == "x0_image_residual" else cfg.prediction,
+                   image_padding=cfg.image_padding)
 
     @property
     def is_i2v(self) -> bool:
@@ -151,7 +156,7 @@ class VideoDiT(nn.Module):
         dt = self.dtype
         x = x_t.to(dt)
         if self.is_i2v:
-            x = i2v_input(x, cond.image_latent)
+            x = i2v_input(x, cond.image_latent, self.image_padding)
         sigma = sigma.to(x_t.device, torch.float32).expand(x_t.shape[0])
         kwargs = {}
         if self.transformer.config.guidance_embeds:
@@ -176,7 +181,7 @@ class VideoDiT(nn.Module):
         if self.vision is not None:
             save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
         meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim,
-                "prediction": self.prediction, **extra}
+                "prediction": self.prediction, "image_padding": self.image_padding, **extra}
         (path / "dit.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -198,6 +203,13 @@ class VideoDiT(nn.Module):
             vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"])
             vision.load_state_dict(load_file(str(path / "vision.safetensors")))
             vision.to(dtype)
-        model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0), prediction=meta.get("prediction", "v"))
+        return cls.from_parts(transformer, vision, meta).to(device).eval()
+
+    @classmethod
+    def from_parts(cls, transformer: nn.Module, vision: nn.Module | None, meta: dict) -> "VideoDiT":
+        """The wrapper around loaded parts, configured by a folder's dit.json (missing keys: the
+        defaults of folders written before they existed)."""
+        model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0), prediction=meta.get("prediction", "v"),
+                    image_padding=meta.get("image_padding", "zero"))
         model.meta = meta
-        return model.to(device).eval()
+        return model

@@ -107,10 +107,8 @@ def load_quantized_dit(path: Path, meta: dict, *, dtype: torch.dtype = torch.flo
     transformer = HunyuanVideoTransformer3DModel.from_config(
         HunyuanVideoTransformer3DModel.load_config(str(path / "transformer")))
     vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"]) if meta.get("has_vision", True) else None
-    model = VideoDiT(transformer, vision, image_tokens=meta.get("image_tokens", 0),
-                     prediction=meta.get("prediction", "v"))
+    model = VideoDiT.from_parts(transformer, vision, meta)
     _load_int8(model, path / DIT_WEIGHTS, dtype)
-    model.meta = meta
     return model.to(device).eval()
 
 

@@ -30,6 +30,10 @@ class Run:
             if not has_checkpoint(self.dir / "checkpoint"):
                 raise ValueError(f"--resume given but {self.dir} holds no checkpoint")
             saved = json.loads(cfg_file.read_text())
+            try:  # through the config class, so a field added since (with its default) is no change
+                saved = json.loads(type(config).model_validate(saved).model_dump_json())
+            except ValueError:
+                pass  # a removed or renamed field: compared raw, reported as a difference below
             new = json.loads(config.model_dump_json())
             changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k) and k not in may_change)
             if changed:

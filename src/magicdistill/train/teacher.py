@@ -72,6 +72,7 @@ def build_teacher(cfg: TeacherTrainConfig) -> VideoDiT:
         convert_t2v_to_i2v(src.transformer)  # Magic 1-For-1: widen the patch embedding, new channels zero
         src.vision = PatchVisionEncoder(cfg.dit.text_dim, cfg.dit.image_tokens)
         src.image_tokens = cfg.dit.image_tokens
+        src.image_padding = cfg.dit.image_padding
     return src
 
 
