@@ -149,6 +149,51 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
                   docs=docs, evaluate=evaluate, plan=plan)
 
 
+def test_t2v_curve_distils_and_samples_a_text_to_video_teacher(tmp_path):
+    """The T2V-vs-TI2V curve on tiny random teachers: the T2V unit distils its own teacher and samples without a
+    first frame at the TI2V held-out size; the page shows the T2V curve instead of 'not run'."""
+    from magicdistill.bench.plan import Plan, Settings, Unit
+    from magicdistill.bench.runner import run_bench
+    from toys import write_tiny_teacher
+
+    ti2v, t2v = write_tiny_teacher(tmp_path / "i"), write_tiny_teacher(tmp_path / "t", "t2v")
+    s = Settings(iters=1, clips=1, seeds=1, num_clips=8, curve_iters=(1,), distilled_steps=(1,), euler_steps=(2,),
+                 reference_steps=2)
+    unit = Unit("w2s", 1, iters=1, teacher="t2v")
+    plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit]}, t2v=True,
+                reference=Unit("euler", 2))
+    evaluate, calls = _stand_in()
+    docs = tmp_path / "RESULTS.md"
+    run_bench(tmp_path / "bench", s, teacher_dir=ti2v, t2v_teacher=t2v, docs=docs, evaluate=evaluate, plan=plan)
+    row = json.loads((tmp_path / "bench" / "results" / f"{unit.id}.json").read_text())
+    assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1]
+    gen = json.loads((tmp_path / "bench" / "runs" / unit.run_id / "snapshots" / "it1" / "dit.json").read_text())
+    assert gen["task"] == "t2v"
+    text = docs.read_text()
+    assert "| W2S 1-step (T2V) | 1 |" in text and "not run" not in text and f"T2V teacher: {t2v}" in text
+    assert "T2V vs TI2V**: pending" in text  # this plan has no 4-step W2S curves to compare
+    with pytest.raises(ValueError, match="image-to-video model"):  # an I2V folder given as the T2V teacher
+        run_bench(tmp_path / "b2", s, teacher_dir=ti2v, t2v_teacher=ti2v, docs=docs, evaluate=evaluate, plan=plan)
+
+
+def test_t2v_note_measures_each_curve_against_its_own_teacher():
+    from magicdistill.bench.plan import Settings, Unit, make_plan
+    from magicdistill.bench.report import t2v_note
+
+    s = Settings(iters=4, curve_iters=(2, 4))
+    plan = make_plan(s, t2v=True)
+    assert [u.id for u in plan.curves["T2V teacher (Euler 50-step CFG)"]] == ["t2v-euler-50step"]
+    assert "t2v-euler-50step" in {u.id for u in plan.units()}
+    row = lambda m: {"metrics": {"fvd": {"mean": m, "half_width": 1.0, "n": 3}}}  # noqa: E731
+    results = {"ti2v-euler-50step": row(200.0), "t2v-euler-50step": row(300.0),
+               Unit("w2s", 4, iters=2).id: row(230.0), Unit("w2s", 4, iters=4).id: row(210.0),
+               Unit("w2s", 4, iters=2, teacher="t2v").id: row(400.0)}
+    assert "pending" in t2v_note(results, s)[0]
+    results[Unit("w2s", 4, iters=4, teacher="t2v").id] = row(350.0)
+    note = t2v_note(results, s)[0]
+    assert "at 2/4 iterations: TI2V +30.0, +10.0 (its 50-step teacher: 200.0 ± 1.0); T2V +100.0, +50.0" in note
+
+
 def test_partial_results_page_marks_pending_rows(tmp_path):
     """The page is rewritten after every unit: a killed bench leaves it current, with the rest pending."""
     from magicdistill.bench.plan import Plan, Settings, Unit

@@ -41,7 +41,7 @@ class Unit:
     @property
     def label(self) -> str:
         if self.method == "euler":
-            return f"Euler {self.steps}-step (CFG teacher)"
+            return f"Euler {self.steps}-step (CFG teacher)" + (" [T2V]" if self.teacher == "t2v" else "")
         name = {"lcm": "LCM", "dmd": "DMD2", "w2s": "W2S"}[self.method]
         if self.method == "w2s" and self.alpha_weak != 0.25:
             name += f" (alpha_weak {self.alpha_weak:g})"
@@ -130,6 +130,11 @@ def make_plan(s: Settings, *, t2v: bool = False) -> Plan:
               "DMD2 4-step (TI2V)": [Unit("dmd", 4, alpha_weak=0.0, iters=k) for k in s.curve_iters]}
     if t2v:
         curves["W2S 4-step (T2V)"] = [Unit("w2s", 4, iters=k, teacher="t2v") for k in s.curve_iters]
+        # what each curve converges towards: its own teacher at the reference steps (plotted at iteration 0).
+        # A T2V model never sees the first frame, so its metrics against the truth are worse whatever the
+        # distillation; the distance to its own teacher is the speed comparison.
+        curves["TI2V teacher (Euler 50-step CFG)"] = [Unit("euler", s.reference_steps)]
+        curves["T2V teacher (Euler 50-step CFG)"] = [Unit("euler", s.reference_steps, teacher="t2v")]
     return Plan(table1, alpha, curves, t2v, Unit("euler", s.reference_steps))
 
 

@@ -1,0 +1,80 @@
+"""Teachers (or any model folders) side by side on the same held-out portraits and noise.
+
+For each model: samples the first --clips held-out portrait clips (test-split identities) with the
+model's own recorded sampler (50 steps, its CFG guidance and shift), then prints
+- the bench's metrics against the ground truth through the VAE (eval.suite.evaluate_videos with the
+  shipped probe: FVD, FID, the VBench-style average, motion_ratio);
+- PSNR to the ground truth;
+- blockiness: mean |horizontal + vertical pixel step| across the DiT's token borders (every 8 px:
+  patch 2 on the VAE's 4x-downsampled latent) divided by the same across the VAE's patch borders
+  that lie inside a token (the 4 px in between), on frames 1..T. Both kinds of border are VAE
+  patch borders, so the VAE's own 4-px structure cancels and the ratio isolates the DiT's tokens.
+  The ground truth's value is printed alongside: above it = the token patchwork of the known
+  defect (docs/DECISIONS.md).
+--sheet writes a contact sheet: per clip, truth then each model, every 2nd frame.
+
+    OMP_NUM_THREADS=1 python benchmarks/compare_teachers.py MODEL_DIR [MODEL_DIR ...] [--clips 16] [--sheet S.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from magicdistill.demo import held_out_clips, psnr
+from magicdistill.eval.probe import load_probe
+from magicdistill.eval.suite import evaluate_videos
+from magicdistill.pipeline import I2VPipeline, model_sampler, sample_video
+from magicdistill.video import contact_sheet, tensor_to_frames
+
+TOKEN_PX = 8
+
+
+def blockiness(videos: torch.Tensor, token: int = TOKEN_PX) -> float:
+    """(B, 3, T, H, W): mean |step| across token borders / across VAE patch borders inside tokens, frames 1..T."""
+    x = videos[:, :, 1:].float()
+    dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((0, 1, 2, 3))  # (W-1,) step between column j and j+1
+    dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((0, 1, 2, 4))  # (H-1,)
+    at = lambda d, k: d[(torch.arange(d.numel()) % token) == k].mean()  # noqa: E731
+    return ((at(dx, token - 1) + at(dy, token - 1)) / (at(dx, token // 2 - 1) + at(dy, token // 2 - 1))).item()
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sheet", default=None)
+    ap.add_argument("--sheet-clips", type=int, default=6)
+    args = ap.parse_args()
+    probe = load_probe()
+    pipes = [I2VPipeline.from_dir(m) for m in args.models]
+    video, captions = held_out_clips(pipes[0].dit.meta, args.clips, 0)
+    truth = pipes[0].vae.decode(pipes[0].vae.encode(video))
+    print(f"{args.clips} held-out portraits, sampling seed {args.seed}; ground truth through the VAE: "
+          f"blockiness {blockiness(truth):.3f}")
+    rows = [truth]
+    for name, pipe in zip(args.models, pipes):
+        rec = model_sampler(pipe.dit.meta)
+        text = pipe.text_encoder(captions)
+        out = []
+        for i in range(args.clips):  # one at a time: the noise of clip i is the same for every model
+            out.append(sample_video(pipe.dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text, video[i:i + 1, :, 0],
+                                    num_frames=video.shape[2], generator=torch.Generator().manual_seed(args.seed + i),
+                                    steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"]))
+        out = torch.cat(out)
+        m = evaluate_videos(out, truth, extractor=probe, cond_images=video[:, :, 0])
+        print(f"{name}: {rec['steps']} steps, guidance {rec['guidance']:g}, shift {rec['shift']:g} | "
+              f"FVD {m['fvd']:.1f}  FID {m['fid']:.2f}  average {m['average']:.4f}  motion_ratio {m['motion_ratio']:.3f}  "
+              f"PSNR {psnr(out, truth):.2f} dB  blockiness {blockiness(out):.3f}", flush=True)
+        rows.append(out)
+    if args.sheet:
+        n = min(args.sheet_clips, args.clips)
+        contact_sheet([tensor_to_frames(r[i]) for i in range(n) for r in rows], every=2, zoom=2).save(args.sheet)
+        print(args.sheet)
+
+
+if __name__ == "__main__":
+    main()
