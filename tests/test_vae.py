@@ -104,3 +104,26 @@ def test_load_vae_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     with pytest.raises(ValueError, match="supported"):
         load_vae(tmp_path)
+
+
+def test_recalibrate_per_channel_gives_unit_channels_and_keeps_the_weights(tmp_path):
+    """`calibrate-vae`: a new folder, same weights, every latent channel at unit std on the calibration clips."""
+    from magicdistill.config import DataConfig
+    from magicdistill.data.synthetic import SyntheticVideoConfig, SyntheticVideos
+    from magicdistill.train.vae_trainer import recalibrate_vae
+    from magicdistill.video import frames_to_tensor
+
+    out = recalibrate_vae(SHIPPED_DIR / "vae", tmp_path / "pc", "per_channel", clips=8)
+    pc, shipped = load_vae(out), load_vae(SHIPPED_DIR / "vae")
+    assert all(torch.equal(a, b) for a, b in zip(pc.model.state_dict().values(), shipped.model.state_dict().values()))
+    src = SyntheticVideos(SyntheticVideoConfig.of(DataConfig()), "train", DataConfig().seed)
+    x = torch.stack([frames_to_tensor(src.clip(i).frames) for i in range(8)])
+    with torch.no_grad():
+        z, z_global = pc.encode(x), shipped.encode(x)
+        torch.testing.assert_close(pc.decode(z), shipped.decode(z_global), atol=1e-4, rtol=1e-4)  # same video
+    torch.testing.assert_close(z.std(dim=(0, 2, 3, 4)), torch.ones(z.shape[1]), atol=1e-4, rtol=1e-4)
+    spread = z_global.std(dim=(0, 2, 3, 4))
+    assert spread.max() / spread.min() > 5  # the global std keeps the channels' spectrum; per-channel flattens it
+    with pytest.raises(ValueError, match="normalisation"):
+        recalibrate_vae(SHIPPED_DIR / "vae", tmp_path / "bad", "per_pixel", clips=8)
+    assert not (tmp_path / "bad").exists()

@@ -56,6 +56,7 @@ def train_vae_cmd(
     out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, vae/)"),
     steps: int = typer.Option(1000, help="optimizer steps"),
     batch_size: int = typer.Option(4),
+    normalisation: str = typer.Option("global", help="latent std: global (one) or per_channel"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     resume: bool = RESUME_OPTION,
@@ -66,8 +67,30 @@ def train_vae_cmd(
     from .train.vae_trainer import train_vae
 
     try:
-        cfg = VAETrainConfig.strict_update(VAETrainConfig(), steps=steps, batch_size=batch_size, seed=seed, device=device)
+        cfg = VAETrainConfig.strict_update(VAETrainConfig(), steps=steps, batch_size=batch_size, seed=seed, device=device,
+                                           normalisation=normalisation)
         train_vae(cfg, str(out), resume=resume)
+    except ValueError as e:
+        _fail(str(e))
+
+
+@app.command("calibrate-vae")
+def calibrate_vae_cmd(
+    vae: Path = typer.Option(..., help="a CausalPatchVAE folder (e.g. the shipped tiny VAE)"),
+    out: Path = typer.Option(..., help="new VAE folder: the same weights with the new normalisation"),
+    normalisation: str = typer.Option("per_channel", help="global (one std) or per_channel (a std per channel)"),
+    clips: int = typer.Option(64, help="training clips the statistics come from"),
+) -> None:
+    """Recompute a VAE's latent normalisation into a new folder (teachers are tied to theirs)."""
+    _quiet()
+    from .train.vae_trainer import recalibrate_vae
+
+    if out.exists():
+        _fail(f"{out} exists; choose a new --out")
+    try:
+        if clips < 8 or clips % 8:
+            raise ValueError("--clips must be a positive multiple of 8")
+        typer.echo(str(recalibrate_vae(vae, out, normalisation, clips=clips)))
     except ValueError as e:
         _fail(str(e))
 

@@ -75,6 +75,8 @@ class VAETrainConfig(Strict):
     clip_frames: int = Field(17, ge=1)
     lr: float = Field(2e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
+    # latent normalisation: per-channel mean and one "global" std or a std "per_channel" (docs/DECISIONS.md)
+    normalisation: Literal["global", "per_channel"] = "global"
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0
     device: str = "cpu"

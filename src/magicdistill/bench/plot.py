@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..atomic import atomic_file
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -98,7 +99,6 @@ def line_plot(path: str | Path, series: list[Series], *, title: str, x_label: st
 
 def _save(img, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    img.save(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, suffix=".png") as tmp:  # PIL picks the format from the extension
+        img.save(tmp)
     return path

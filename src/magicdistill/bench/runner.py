@@ -9,7 +9,6 @@ loses at most the work since the run's last checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import time
@@ -21,6 +20,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_folder, write_text_atomic
 from ..config import DistillConfig
 from ..demo import Sampler, held_out_clips
 from ..distill.trainer import distill, sampler_record
@@ -45,10 +45,7 @@ class HeldOut:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def check_bench_folder(out: Path, record: dict) -> None:
@@ -161,10 +158,8 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
         print(f"bench: {run} is past iteration {unit.iters}; restarting it")
         shutil.rmtree(run)
     gen = distill(cfg, teacher_dir, run, resume=ckpt.is_file(), cache_dir=out / "cache")
-    tmp = snap.with_name(snap.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(gen, tmp)
-    os.replace(tmp, snap)
+    with atomic_folder(snap) as tmp:
+        shutil.copytree(gen, tmp, dirs_exist_ok=True)
     return snap
 
 

@@ -2,20 +2,23 @@
 
 1. PCA-initialise the linear path from a batch of training clips; 2. train with L1 + MSE
 reconstruction + a small KL (a latent-diffusion VAE objective without the GAN and LPIPS terms,
-whose backbones cannot be downloaded here); 3. set per-channel latent normalisation so the
-diffusion model sees unit-variance channels; 4. report held-out PSNR.
+whose backbones cannot be downloaded here); 3. set the latent normalisation (per-channel mean; one
+global std or one per channel, ``normalisation``); 4. report held-out PSNR.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import VAETrainConfig
+from ..atomic import atomic_folder
+from ..config import DataConfig, VAETrainConfig
 from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..models.patch_vae import CausalPatchVAE
-from ..models.vae import VideoVAE
+from ..models.vae import VideoVAE, load_vae
 from ..video import frames_to_tensor
 from .run import Run
 
@@ -36,17 +39,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: int = 64) -> float:
-    """Latent normalisation from training clips: per-channel mean, one global std; returns held-out
-    full-clip PSNR. A single std keeps the channels' natural spectrum (the PCA channels' stds span
-    14x): per-channel standardisation would make the DiT predict fine edge channels as loudly as the
-    coarse layout, and the teacher measurably failed to form faces that way (docs/DECISIONS.md)."""
+def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: int = 64,
+              normalisation: str = "global") -> float:
+    """Latent normalisation from training clips: per-channel mean and either one global std or a std
+    per channel; returns held-out full-clip PSNR. Why both exist: docs/DECISIONS.md ("Latent
+    normalisation"). "global" keeps the PCA channels' natural spectrum (stds spanning ~25x), so the
+    low-variance channels, which carry the motion inside each 4-frame group, lose their signal to
+    the noise at small sigma and weigh little in the loss; "per_channel" (as Wan's VAE) gives every
+    channel unit variance."""
+    if normalisation not in ("global", "per_channel"):
+        raise ValueError(f"normalisation must be 'global' or 'per_channel', got {normalisation!r}")
     vae.set_normalisation(torch.zeros(vae.latent_channels), torch.ones(vae.latent_channels))
     z = torch.cat([vae.encode(torch.stack([frames_to_tensor(train.clip(i).frames) for i in range(j, j + 8)]))
                    for j in range(0, n, 8)])
     mean = z.mean(dim=(0, 2, 3, 4))
-    std = (z - mean.view(1, -1, 1, 1, 1)).std()
-    vae.set_normalisation(mean, std.expand(vae.latent_channels).clone())
+    centred = z - mean.view(1, -1, 1, 1, 1)
+    std = centred.std(dim=(0, 2, 3, 4)) if normalisation == "per_channel" else centred.std().expand(vae.latent_channels)
+    vae.set_normalisation(mean, std.clone())
     video = torch.stack([frames_to_tensor(test.clip(i).frames) for i in range(32)])
     return torch.cat([psnr(vae.decode(vae.encode(c)), c) for c in video.split(8)]).mean().item()
 
@@ -86,9 +95,28 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             run.save(step + 1, {"vae": vae.model}, {"vae": opt})
     vae.eval()
-    test_psnr = calibrate(vae, source, SyntheticVideos(SyntheticVideoConfig.of(cfg.data), "test", cfg.data.seed))
+    test_psnr = calibrate(vae, source, SyntheticVideos(SyntheticVideoConfig.of(cfg.data), "test", cfg.data.seed),
+                          normalisation=cfg.normalisation)
     vae.save(run.dir / "vae")
     run.log(cfg.steps, test_psnr_full_clips=test_psnr)
     print(f"held-out full-clip PSNR {test_psnr:.2f} dB")
     print(run.dir / "vae")
     return vae
+
+
+def recalibrate_vae(vae_dir: str | Path, out: str | Path, normalisation: str, data: DataConfig = DataConfig(),
+                    clips: int = 64) -> Path:
+    """A copy of the VAE at ``vae_dir`` in ``out`` with its latent normalisation recomputed (same
+    weights): what `magicdistill calibrate-vae` runs. A teacher is tied to the normalisation it was
+    trained with, so this makes a new VAE folder rather than changing one in place."""
+    vae = load_vae(vae_dir).eval()
+    if not isinstance(vae.model, CausalPatchVAE):
+        raise ValueError(f"{vae_dir} is not the embedded default's CausalPatchVAE; real VAEs ship their own "
+                         "normalisation")
+    src = SyntheticVideoConfig.of(data)
+    psnr_db = calibrate(vae, SyntheticVideos(src, "train", data.seed), SyntheticVideos(src, "test", data.seed), clips,
+                        normalisation)
+    with atomic_folder(out) as tmp:
+        vae.save(tmp)
+    print(f"held-out full-clip PSNR {psnr_db:.2f} dB (the weights are unchanged; only the normalisation is new)")
+    return Path(out)
