@@ -59,3 +59,25 @@ def test_step_generator_is_a_pure_function_of_seed_and_step():
     assert torch.equal(a, torch.rand(3, generator=step_generator(0, 5)))
     assert not torch.equal(a, torch.rand(3, generator=step_generator(0, 6)))
     assert not torch.equal(a, torch.rand(3, generator=step_generator(1, 5)))
+
+
+def test_train_command_end_to_end_for_both_tasks(tmp_path):
+    """`magicdistill train` at a tiny size: samples (a T2V model has no first frame: the size comes from the
+    data config), checkpoint, and a teacher folder that loads with its task and image padding."""
+    import pytest
+
+    from magicdistill.pipeline import SHIPPED_DIR
+    from magicdistill.train.teacher import train_teacher
+
+    dit = {"hidden_heads": 2, "head_dim": 16, "num_layers": 1, "num_single_layers": 1, "rope_axes_dim": (4, 6, 6),
+           "image_tokens": 4, "image_padding": "repeat"}
+    for task in ("t2v", "i2v"):
+        cfg = TeacherTrainConfig(task=task, steps=2, batch_size=2, num_clips=8, sample_every=2, checkpoint_every=1,
+                                 warmup=1, vae_dir=str(SHIPPED_DIR / "vae"), dit=dit)
+        train_teacher(cfg, str(tmp_path / task), cache_dir=str(tmp_path / "cache"))
+        assert (tmp_path / task / "samples" / "step_000002.mp4").stat().st_size > 1000
+        loaded = VideoDiT.load(tmp_path / task / "teacher")
+        assert loaded.is_i2v == (task == "i2v") and loaded.meta["task"] == task
+        assert loaded.image_padding == "repeat"
+        with pytest.raises(ValueError, match="already holds a run"):
+            train_teacher(cfg, str(tmp_path / task), cache_dir=str(tmp_path / "cache"))

@@ -107,7 +107,7 @@ def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: Laten
     image = test.first_frame_pixels(idx) if dit.is_i2v else None
     gen = torch.Generator().manual_seed(cfg.seed)
     video = sample_video(dit, vae, text, null_text, image, num_frames=cfg.data.num_frames, generator=gen, steps=steps,
-                         guidance=6.0, shift=5.0)
+                         guidance=6.0, shift=5.0, size=(cfg.data.height, cfg.data.width))
     truth = vae.decode(test.latents[idx].to(next(vae.parameters()).device))
     grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)  # rows: samples
     return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
