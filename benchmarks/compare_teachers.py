@@ -1,7 +1,7 @@
 """Teachers (or any model folders) side by side on the same held-out portraits and noise.
 
 For each model: samples the first --clips held-out portrait clips (test-split identities) with the
-model's own recorded sampler (50 steps, its CFG guidance and shift), then prints
+model's own recorded sampler (50 steps, its CFG guidance and shift; --guidance overrides), then prints
 - the bench's metrics against the ground truth through the VAE (eval.suite.evaluate_videos with the
   shipped probe: FVD, FID, the VBench-style average, motion_ratio);
 - PSNR to the ground truth;
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sheet", default=None)
     ap.add_argument("--sheet-clips", type=int, default=6)
+    ap.add_argument("--guidance", type=float, default=None, help="for every model [default: each model's own]")
     args = ap.parse_args()
     probe = load_probe()
     pipes = [I2VPipeline.from_dir(m) for m in args.models]
@@ -57,7 +58,7 @@ def main() -> None:
           f"blockiness {blockiness(truth):.3f}")
     rows = [truth]
     for name, pipe in zip(args.models, pipes):
-        rec = model_sampler(pipe.dit.meta)
+        rec = {**model_sampler(pipe.dit.meta), **({"guidance": args.guidance} if args.guidance is not None else {})}
         text = pipe.text_encoder(captions)
         out = []
         for i in range(args.clips):  # one at a time: the noise of clip i is the same for every model
