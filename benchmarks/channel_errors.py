@@ -7,8 +7,10 @@ the squared error to the truth relative to that channel's variance, for the samp
 not depend on the VAE's latent normalisation and two teachers with different ones compare directly.
 
 --sheet writes, per clip: truth | sample | the sample with channels >= --split frozen at the image's
-| the truth's channels < --split with the sample's channels >= --split. If the third row is clean
-and the last is not, the patchwork lives in the high channels.
+| the truth's channels < --split with the sample's channels >= --split | the truth with i.i.d.
+Gaussian noise in channels >= --split, per channel as large as the sample's error there. If the
+third row is clean and the fourth is not, the patchwork lives in the high channels; if the fifth
+shows grain rather than blocks, it is the errors' coherence over a token, not their size.
 
     OMP_NUM_THREADS=1 python benchmarks/channel_errors.py [--model DIR] [--clips 4] [--split 3] [--sheet S.png]
 """
@@ -55,12 +57,16 @@ def main() -> None:
         print(f"mean sample err / var over {name}: {err:.3f}")
     if args.sheet:
         rows = []
+        err_std = (lat - x0)[later].pow(2).mean(dims).sqrt().view(1, -1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)) * err_std
         for i in range(args.clips):
+            grain = x0[i:i + 1].clone()
+            grain[:, k:, 1:] += noise[i:i + 1, k:, 1:]
             frozen = lat[i:i + 1].clone()
             frozen[:, k:, 1:] = x0[i:i + 1, k:, :1]
             mixed = x0[i:i + 1].clone()
             mixed[:, k:, 1:] = lat[i:i + 1, k:, 1:]
-            rows += [tensor_to_frames(pipe.vae.decode(z)[0]) for z in (x0[i:i + 1], lat[i:i + 1], frozen, mixed)]
+            rows += [tensor_to_frames(pipe.vae.decode(z)[0]) for z in (x0[i:i + 1], lat[i:i + 1], frozen, mixed, grain)]
         contact_sheet(rows, every=2, zoom=2).save(args.sheet)
         print(args.sheet)
 
