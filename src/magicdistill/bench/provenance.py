@@ -13,19 +13,25 @@ import torch
 
 
 def git_commit(where: Path) -> str:
+    """HEAD of the checkout holding ``where``, marked when files under ``where`` differ from it (only
+    there: a bench rewrites docs/RESULTS.md as it goes, which changes no measured code)."""
     try:
         head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no", "--", "."],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
+CODE_COMMIT = git_commit(Path(__file__).parent.parent)  # the package as this process imported it
+
+
 def provenance() -> dict:
-    """This process's commit, machine, thread count, time and load, as JSON-able values."""
-    return {"commit": git_commit(Path(__file__).parent), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    """The commit of the code this process runs (read at import: commits made while a bench runs do
+    not change the code it runs), the machine, thread count, time and load, as JSON-able values."""
+    return {"commit": CODE_COMMIT, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "load": round(os.getloadavg()[0], 1)}
 

@@ -56,7 +56,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         f"- Command: `{command or 'magicdistill bench'}` (bench folder `{out}`)",
         *summarise(list(done.values())),
         f"- Page written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with git commit "
-        f"{git_commit(Path(__file__).parent)}",
+        f"{git_commit(Path(__file__).parent.parent)}",
         f"- Teacher: {teachers['ti2v']} (TI2V)" + (f"; T2V teacher: {teachers['t2v']}" if "t2v" in teachers else ""),
         f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never seen in "
         f"training), ground truth through the VAE; {settings.seeds} sampling seeds (noise seed = "
