@@ -142,6 +142,7 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert calls == [1] * 8 and len(distills) == 2
     again = json.loads((tmp_path / "bench" / "results" / f"{w2s[1].id}.json").read_text())
     assert [m["average"] for m in again["per_seed"]] == [m["average"] for m in gen["per_seed"]]
+    assert again["distill_seconds"] == gen["distill_seconds"] > 0  # the training time is kept with the snapshot
     assert "2 of 3 units were measured by an earlier invocation" in docs.read_text()
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
     assert len(calls) == 8 and "3 of 3 units" in docs.read_text()

@@ -112,9 +112,8 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
             reused += 1
             continue
         pipes, held = loaded()
-        t0 = time.time()
         sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device)
-        distill_seconds = time.time() - t0 if unit.trained else None
+        distill_seconds = snapshot_seconds(out, unit) if unit.trained else None
         reference = None if unit == plan.reference else Timed(
             sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device), pipes["ti2v"], held.texts["ti2v"])
         res = measure(unit, Timed(sampler, pipes[unit.teacher], held.texts[unit.teacher]), held, settings, evaluate,
@@ -157,10 +156,22 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
         # the run went past this snapshot (only if a snapshot was deleted by hand): start it over
         print(f"bench: {run} is past iteration {unit.iters}; restarting it")
         shutil.rmtree(run)
+    t0 = time.time()
     gen = distill(cfg, teacher_dir, run, resume=ckpt.is_file(), cache_dir=out / "cache")
     with atomic_folder(snap) as tmp:
         shutil.copytree(gen, tmp, dirs_exist_ok=True)
+        # kept with the snapshot: a row re-measured later (its result file deleted) still reports the training time
+        write_json_atomic(tmp / SNAPSHOT_RECORD, {"distill_seconds": time.time() - t0})
     return snap
+
+
+SNAPSHOT_RECORD = "bench_snapshot.json"
+
+
+def snapshot_seconds(out: Path, unit: Unit) -> float | None:
+    """Seconds of distillation that made this snapshot from the previous one (None if not recorded)."""
+    f = out / "runs" / unit.run_id / "snapshots" / f"it{unit.iters}" / SNAPSHOT_RECORD
+    return json.loads(f.read_text())["distill_seconds"] if f.is_file() else None
 
 
 @dataclass
