@@ -194,7 +194,25 @@ def test_t2v_note_measures_each_curve_against_its_own_teacher():
     assert "pending" in t2v_note(results, s)[0]
     results[Unit("w2s", 4, iters=4, teacher="t2v").id] = row(350.0)
     note = t2v_note(results, s)[0]
-    assert "at 2/4 iterations: TI2V +30.0, +10.0 (its 50-step teacher: 200.0 ± 1.0); T2V +100.0, +50.0" in note
+    assert ("at 2/4 iterations: TI2V +30.0, +10.0 (its 50-step teacher: 200.0 ± 1.0; 67% of the first point's gap "
+            "closed by the last); T2V +100.0, +50.0 (its 50-step teacher: 300.0 ± 1.0; 50%") in note
+
+
+def test_teacher_note_only_when_the_teacher_scores_worse_than_its_few_step_samples():
+    from magicdistill.bench.plan import Settings, Unit
+    from magicdistill.bench.report import teacher_note
+
+    s = Settings(iters=4, curve_iters=(2, 4))
+    row = lambda fvd, motion: {"metrics": {"fvd": {"mean": fvd, "half_width": 1.0, "n": 3},  # noqa: E731
+                                           "motion_ratio": {"mean": motion, "half_width": 0.1, "n": 3}}}
+    results = {Unit("euler", 50).id: row(150.0, 1.15), Unit("euler", 4).id: row(125.0, 0.67),
+               Unit("w2s", 4, iters=2).id: row(124.0, 0.63), Unit("w2s", 4, iters=4).id: row(163.0, 0.89)}
+    note = teacher_note(results, s)[0]
+    assert "FVD (per clip) ↓ 150.0 ± 1.0 at 50 steps vs 125.0 ± 1.0 at 4" in note
+    assert "FVD goes 124.0 → 163.0 from 2 to 4 iterations while motion / reference's rises 0.63 → 0.89 towards the " \
+           "teacher's 1.15" in note
+    results[Unit("euler", 50).id] = row(100.0, 1.15)  # a teacher better than its 4-step samples: nothing to say
+    assert teacher_note(results, s) == []
 
 
 def test_partial_results_page_marks_pending_rows(tmp_path):

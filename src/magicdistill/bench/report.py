@@ -212,7 +212,8 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         beat = all(v == "higher" for v in verdicts)
         out.append("- **Did W2S beat DMD2 here? " + ("Yes" if beat else "No") + ".** "
                    + ("" if beat else "The paper reports W2S ahead at 1 and 4 steps (0.7448 vs 0.7189, 0.8219 vs "
-                      "0.8063); this miniature does not show it (see 'How far the distilled generators moved' below)."))
+                      "0.8063); this miniature does not show it (see the notes on the teacher and on how far the generators "
+                      "moved, below)."))
     reg, w2s4 = Unit("w2s", 4, lambda_reg=settings.lambda_reg, iters=settings.iters), Unit("w2s", 4, iters=settings.iters)
     if reg.id in results and w2s4.id in results:
         dd = "dynamic_degree"
@@ -231,6 +232,7 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         out.append(f"- **alpha_weak** (paper's best 0.25): averages span {lo:.4f}–{hi:.4f}, highest at alpha_weak = "
                    f"{best_alpha:g}; " + (f"its 95% interval separates from alpha_weak = {', '.join(f'{a:g}' for a in separated)}."
                                           if separated else "all intervals overlap it: no alpha is measurably best here."))
+    out += teacher_note(results, settings)
     out += t2v_note(results, settings) if plan.t2v else []
     d = DistillConfig()
     updates = math.ceil(settings.iters / d.generator_every)
@@ -249,11 +251,31 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         "DiT on 64×64×17 synthetic portrait clips instead of a 13 B model at 540×960×129; metrics from the project's "
         "probe network, not VBench's models; "
         f"{settings.clips} clips × {settings.seeds} seeds; one distillation seed per generator. The shipped teacher "
-        "has known quality problems (blocky later frames on swaying heads), and a distilled generator can only be as "
-        "good as the score it matches. Short runs barely move a generator away from its initialisation (the teacher), "
+        "has a known defect (blocky later frames wherever the face moves; docs/DECISIONS.md), and a distilled "
+        "generator can only be as good as the score it matches. Short runs barely move a generator away from its initialisation (the teacher), "
         "so differences between distilled rows at --quick sizes are mostly noise.",
     ]
     return out
+
+
+def teacher_note(results: dict, settings: Settings, key: str = "fvd") -> list[str]:
+    """When the reference teacher scores worse than its own 4-step samples, distribution matching (which moves
+    a generator towards the teacher) moves it away from the truth: say so, with the W2S curve's numbers."""
+    ref = results.get(Unit("euler", settings.reference_steps).id, {}).get("metrics", {})
+    few = results.get(Unit("euler", 4).id, {}).get("metrics", {})
+    curve = [results.get(Unit("w2s", 4, iters=k).id, {}).get("metrics", {}) for k in settings.curve_iters]
+    if not (ref.get(key) and few.get(key)) or ref[key]["mean"] <= few[key]["mean"]:
+        return []
+    line = (f"- **The teacher scores worse than its own few-step samples** ({metric_label(key)} {fmt(ref[key])} at "
+            f"{settings.reference_steps} steps vs {fmt(few[key])} at 4): its later frames are blocky (docs/DECISIONS.md, "
+            "'Known defect'), and few-step samples are stiller and blurrier, which the probe finds closer to the truth. "
+            "Distribution matching moves a generator towards the teacher, so here it moves away from the truth")
+    m = "motion_ratio"
+    if all(c.get(key) and c.get(m) for c in curve) and ref.get(m):
+        line += (f": along the 4-step W2S curve {key.upper()} goes {curve[0][key]['mean']:.1f} → {curve[-1][key]['mean']:.1f} "
+                 f"from {settings.curve_iters[0]} to {settings.curve_iters[-1]} iterations while motion / reference's "
+                 f"rises {curve[0][m]['mean']:.2f} → {curve[-1][m]['mean']:.2f} towards the teacher's {ref[m]['mean']:.2f}")
+    return [line + ". Rows that beat the teacher here are closer to the truth, not better distilled."]
 
 
 def t2v_note(results: dict, settings: Settings, key: str = "fvd") -> list[str]:
@@ -266,8 +288,15 @@ def t2v_note(results: dict, settings: Settings, key: str = "fvd") -> list[str]:
                for k in settings.curve_iters]
         if not ref or ref.get("mean") is None or any(not c or c.get("mean") is None for _, c in pts):
             return ["- **T2V vs TI2V**: pending (a curve point or a teacher row is not measured yet)."]
-        parts.append(f"{teacher.upper()} " + ", ".join(f"{c['mean'] - ref['mean']:+.1f}" for _, c in pts)
-                     + f" (its {settings.reference_steps}-step teacher: {fmt(ref)})")
+        gaps = [c["mean"] - ref["mean"] for _, c in pts]
+        closed = (1 - gaps[-1] / gaps[0]) if gaps[0] else float("nan")
+        parts.append(f"{teacher.upper()} " + ", ".join(f"{g:+.1f}" for g in gaps)
+                     + f" (its {settings.reference_steps}-step teacher: {fmt(ref)}; {closed:.0%} of the first point's gap "
+                     "closed by the last)")
     return [f"- **T2V vs TI2V** (Magic 1-For-1 Fig. 5: TI2V converges within ~100 iterations, T2V not after 1,000): "
-            f"4-step W2S FVD minus its own teacher's, at {'/'.join(map(str, settings.curve_iters))} iterations: "
-            + "; ".join(parts) + ". Closer to 0 sooner = faster convergence."]
+            f"4-step W2S {key.upper()} to the truth minus its own teacher's, at {'/'.join(map(str, settings.curve_iters))} "
+            "iterations: " + "; ".join(parts) + ". A generator starts as its teacher sampled in 4 steps without CFG, "
+            "which this probe scores closer to the truth than the teacher (a negative gap); distillation moves it "
+            "towards the teacher's distribution, so reaching 0 = having converged to the teacher's level, faster "
+            "= sooner. This measures convergence only through each model's distance to the truth; a direct measure "
+            "would be FVD between each generator's samples and its own teacher's."]
