@@ -57,6 +57,7 @@ def train_vae_cmd(
     steps: int = typer.Option(1000, help="optimizer steps"),
     batch_size: int = typer.Option(4),
     normalisation: str = typer.Option("global", help="latent std: global (one) or per_channel"),
+    latent_channels: int = typer.Option(16, help="latent channels (a teacher on this VAE needs the same dit.latent_channels)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     resume: bool = RESUME_OPTION,
@@ -68,7 +69,7 @@ def train_vae_cmd(
 
     try:
         cfg = VAETrainConfig.strict_update(VAETrainConfig(), steps=steps, batch_size=batch_size, seed=seed, device=device,
-                                           normalisation=normalisation)
+                                           normalisation=normalisation, latent_channels=latent_channels)
         train_vae(cfg, str(out), resume=resume)
     except ValueError as e:
         _fail(str(e))
