@@ -223,15 +223,15 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
     s = Settings(iters=2, clips=1, seeds=2, curve_iters=(2,), euler_steps=(8,), reference_steps=8, distilled_steps=(1,))
     ref, w2s, dmd = Unit("euler", 8), Unit("w2s", 1, iters=2), Unit("dmd", 1, alpha_weak=0.0, iters=2)
     plan = Plan(table1=[ref, w2s, dmd], alpha=[], curves={}, reference=ref)
+    render = lambda: write_results(tmp_path / "R.md", plan, done, s, command="c",  # noqa: E731
+                                   teachers={"ti2v": tmp_path}, seconds=1.0, out=tmp_path).read_text()
     done = {ref.id: {"id": ref.id, "label": ref.label, "nfe": 16, "seconds_per_video": 2.0,
                      "metrics": {"average": {"mean": 0.5, "half_width": 0.1, "n": 2}}}}
-    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
-                         out=tmp_path).read_text()
+    text = render()
     assert "Partial: 2 of 3 units not measured yet" in text
     assert "1 row measured before rows recorded this" not in text  # no row records it: no header line
     done[ref.id].update(seconds=[30.0, 90.0], distill_seconds=None)
-    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
-                         out=tmp_path).read_text()
+    text = render()
     assert "distillation 0.0 min, sampling 2.0 min" in text
     assert "| Euler 8-step (CFG teacher) | 16 | 1.00 | 2.00 | 1.000 | 0.5000 ± 0.1000 |" in text
     assert "| W2S 1-step | pending | pending | pending | pending | pending |" in text
@@ -240,16 +240,14 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
     done[w2s.id] = {**done[ref.id], "id": w2s.id, "label": w2s.label, "nfe": 1,
                     "metrics": {"average": {"mean": 0.2, "half_width": 0.05, "n": 2}}}
     done[dmd.id] = {**done[w2s.id], "id": dmd.id, "label": dmd.label, "metrics": {"average": {"mean": 0.4, "half_width": 0.05, "n": 2}}}
-    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
-                         out=tmp_path).read_text()
+    text = render()
     assert "Partial" not in text and "DMD2 beat W2S here" in text and "Did W2S beat DMD2 here? No" in text
     # the header reports the rows' own provenance, not the writing process's
     machine = {"commit": "abc1234", "date": "2026-01-02 03:04 UTC", "machine": "Box, 2 CPU cores", "threads": 2,
                "torch": "9.9", "load": 0.5}
     done[ref.id]["measured"] = machine
     done[w2s.id] = {**done[w2s.id], "measured": {**machine, "commit": "def5678", "load": 3.0}}
-    text = write_results(tmp_path / "R.md", plan, done, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
-                         out=tmp_path).read_text()
+    text = render()
     assert "- Measured with git commit: abc1234 (1 of 2 rows); def5678 (1 of 2 rows)" in text
     assert "- Measured with machine: Box, 2 CPU cores, 2 torch threads, torch 9.9\n" in text
     assert "load average when each row finished: 0.5–3.0" in text

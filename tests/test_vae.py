@@ -126,4 +126,6 @@ def test_recalibrate_per_channel_gives_unit_channels_and_keeps_the_weights(tmp_p
     assert spread.max() / spread.min() > 5  # the global std keeps the channels' spectrum; per-channel flattens it
     with pytest.raises(ValueError, match="normalisation"):
         recalibrate_vae(SHIPPED_DIR / "vae", tmp_path / "bad", "per_pixel", clips=8)
+    with pytest.raises(ValueError, match="multiple of 8"):  # clips are encoded 8 at a time
+        recalibrate_vae(SHIPPED_DIR / "vae", tmp_path / "bad", "per_channel", clips=12)
     assert not (tmp_path / "bad").exists()

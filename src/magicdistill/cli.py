@@ -89,8 +89,6 @@ def calibrate_vae_cmd(
     if out.exists():
         _fail(f"{out} exists; choose a new --out")
     try:
-        if clips < 8 or clips % 8:
-            raise ValueError("--clips must be a positive multiple of 8")
         typer.echo(str(recalibrate_vae(vae, out, normalisation, clips=clips)))
     except ValueError as e:
         _fail(str(e))

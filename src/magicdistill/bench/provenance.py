@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -25,13 +26,17 @@ def git_commit(where: Path) -> str:
     return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
-CODE_COMMIT = git_commit(Path(__file__).parent.parent)  # the package as this process imported it
+@cache
+def code_commit() -> str:
+    """The package's commit, read once per process. run_bench calls it before any work, so commits
+    made while a bench runs (which do not change the code it runs) are not attributed to its rows."""
+    return git_commit(Path(__file__).parent.parent)
 
 
 def provenance() -> dict:
-    """The commit of the code this process runs (read at import: commits made while a bench runs do
-    not change the code it runs), the machine, thread count, time and load, as JSON-able values."""
-    return {"commit": CODE_COMMIT, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    """The commit of the code this process runs, the machine, thread count, time and load, as
+    JSON-able values."""
+    return {"commit": code_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores", "threads": torch.get_num_threads(),
             "torch": torch.__version__, "load": round(os.getloadavg()[0], 1)}
 

@@ -29,7 +29,7 @@ from ..models.dit import VideoDiT
 from ..models.text import TextEmbedding
 from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
 from .plan import Plan, Settings, Unit, make_plan
-from .provenance import provenance
+from .provenance import code_commit, provenance
 from .stats import mean_ci
 
 Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
@@ -91,6 +91,7 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
     evaluate = evaluate or default_evaluate(probe, device)  # (a missing probe fails before anything is written)
     check_bench_folder(out, {"settings": settings.as_dict(), "teachers": {k: str(v.resolve()) for k, v in teachers.items()}})
     t_start = time.time()
+    code_commit()  # the commit rows record: read now, before hours of work during which HEAD may move
 
     # 1. the teachers and the held-out clips, loaded on first use (a finished bench only rewrites its page)
     @cache
@@ -161,7 +162,7 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
     with atomic_folder(snap) as tmp:
         shutil.copytree(gen, tmp, dirs_exist_ok=True)
         # kept with the snapshot: a row re-measured later (its result file deleted) still reports the training time
-        write_json_atomic(tmp / SNAPSHOT_RECORD, {"distill_seconds": time.time() - t0})
+        (tmp / SNAPSHOT_RECORD).write_text(json.dumps({"distill_seconds": time.time() - t0}))
     return snap
 
 

@@ -42,13 +42,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: int = 64,
               normalisation: str = "global") -> float:
     """Latent normalisation from training clips: per-channel mean and either one global std or a std
-    per channel; returns held-out full-clip PSNR. Why both exist: docs/DECISIONS.md ("Latent
-    normalisation"). "global" keeps the PCA channels' natural spectrum (stds spanning ~25x), so the
-    low-variance channels, which carry the motion inside each 4-frame group, lose their signal to
-    the noise at small sigma and weigh little in the loss; "per_channel" (as Wan's VAE) gives every
-    channel unit variance."""
+    per channel, from the first ``n`` training clips (a multiple of 8: they are encoded 8 at a time);
+    returns held-out full-clip PSNR. Why both exist: docs/DECISIONS.md ("One global latent std, not
+    per-channel standardisation"). "global" keeps the PCA channels' natural spectrum (stds spanning
+    14x), so the low-variance channels, which carry the motion inside each 4-frame group, lose their
+    signal to the noise at small sigma and weigh little in the loss; "per_channel" (as Wan's VAE)
+    gives every channel unit variance."""
     if normalisation not in ("global", "per_channel"):
         raise ValueError(f"normalisation must be 'global' or 'per_channel', got {normalisation!r}")
+    if n < 8 or n % 8:
+        raise ValueError(f"calibration clips must be a positive multiple of 8, got {n}")
     vae.set_normalisation(torch.zeros(vae.latent_channels), torch.ones(vae.latent_channels))
     z = torch.cat([vae.encode(torch.stack([frames_to_tensor(train.clip(i).frames) for i in range(j, j + 8)]))
                    for j in range(0, n, 8)])
