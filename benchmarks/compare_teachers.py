@@ -10,10 +10,14 @@ model's own recorded sampler (50 steps, its CFG guidance and shift; --guidance o
   that lie inside a token (the 4 px in between), on frames 1..T. Both kinds of border are VAE
   patch borders, so the VAE's own 4-px structure cancels and the ratio isolates the DiT's tokens.
   The ground truth's value is printed alongside: above it = the token patchwork of the known
-  defect (docs/DECISIONS.md).
+  defect (docs/DECISIONS.md). Also printed apart for clips whose head moves (sways or nods) and
+  clips whose head keeps still: the patchwork follows head motion.
 --sheet writes a contact sheet: per clip, truth then each model, every 2nd frame.
+--split train samples training identities instead (same clips for every model): is a failure
+about unseen faces or about the motion?
 
-    OMP_NUM_THREADS=1 python benchmarks/compare_teachers.py MODEL_DIR [MODEL_DIR ...] [--clips 16] [--sheet S.png]
+    OMP_NUM_THREADS=1 python benchmarks/compare_teachers.py MODEL_DIR [MODEL_DIR ...] [--clips 16] [--split test]
+        [--sheet S.png]
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import argparse
 
 import torch
 
-from magicdistill.demo import held_out_clips, psnr
+from magicdistill.demo import portrait_clips, psnr
 from magicdistill.eval.probe import load_probe
 from magicdistill.eval.suite import evaluate_videos
 from magicdistill.pipeline import I2VPipeline, model_sampler, sample_video
-from magicdistill.video import contact_sheet, tensor_to_frames
+from magicdistill.video import contact_sheet, frames_to_tensor, tensor_to_frames
 
 TOKEN_PX = 8
 
@@ -40,6 +44,14 @@ def blockiness(videos: torch.Tensor, token: int = TOKEN_PX) -> float:
     return ((at(dx, token - 1) + at(dy, token - 1)) / (at(dx, token // 2 - 1) + at(dy, token // 2 - 1))).item()
 
 
+def blockiness_line(videos: torch.Tensor, moving: torch.Tensor) -> str:
+    parts = [f"blockiness {blockiness(videos):.3f}"]
+    for name, sel in (("moving heads", moving), ("still heads", ~moving)):
+        if sel.any():
+            parts.append(f"{name} {blockiness(videos[sel]):.3f}")
+    return " | ".join(parts)
+
+
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -49,13 +61,17 @@ def main() -> None:
     ap.add_argument("--sheet", default=None)
     ap.add_argument("--sheet-clips", type=int, default=6)
     ap.add_argument("--guidance", type=float, default=None, help="for every model [default: each model's own]")
+    ap.add_argument("--split", choices=("test", "train"), default="test")
     args = ap.parse_args()
     probe = load_probe()
     pipes = [I2VPipeline.from_dir(m) for m in args.models]
-    video, captions = held_out_clips(pipes[0].dit.meta, args.clips, 0)
+    clips = portrait_clips(pipes[0].dit.meta, args.clips, 0, args.split)
+    video, captions = torch.stack([frames_to_tensor(c.frames) for c in clips]), [c.caption for c in clips]
+    moving = torch.tensor([c.labels["sway"] > 0 or c.labels["nod"] > 0 for c in clips])
     truth = pipes[0].vae.decode(pipes[0].vae.encode(video))
-    print(f"{args.clips} held-out portraits, sampling seed {args.seed}; ground truth through the VAE: "
-          f"blockiness {blockiness(truth):.3f}")
+    print(f"{args.clips} {'held-out' if args.split == 'test' else 'training-identity'} portraits "
+          f"({int(moving.sum())} with head motion), sampling seed {args.seed}; ground truth through the VAE: "
+          f"{blockiness_line(truth, moving)}")
     rows = [truth]
     for name, pipe in zip(args.models, pipes):
         rec = {**model_sampler(pipe.dit.meta), **({"guidance": args.guidance} if args.guidance is not None else {})}
@@ -69,7 +85,7 @@ def main() -> None:
         m = evaluate_videos(out, truth, extractor=probe, cond_images=video[:, :, 0])
         print(f"{name}: {rec['steps']} steps, guidance {rec['guidance']:g}, shift {rec['shift']:g} | "
               f"FVD {m['fvd']:.1f}  FID {m['fid']:.2f}  average {m['average']:.4f}  motion_ratio {m['motion_ratio']:.3f}  "
-              f"PSNR {psnr(out, truth):.2f} dB  blockiness {blockiness(out):.3f}", flush=True)
+              f"PSNR {psnr(out, truth):.2f} dB  {blockiness_line(out, moving)}", flush=True)
         rows.append(out)
     if args.sheet:
         n = min(args.sheet_clips, args.clips)

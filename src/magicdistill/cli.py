@@ -279,6 +279,22 @@ def quantize_cmd(
         raise typer.Exit(1)
 
 
+@app.command("cast-weights")
+def cast_weights_cmd(
+    model: Path = typer.Option(..., help="model folder (a teacher or generator: transformer/, dit.json)"),
+    out: Path = typer.Option(..., help="new model folder, the same model with its weights stored as --dtype"),
+    dtype: str = typer.Option("float16", help="float16 | bfloat16 | float32"),
+) -> None:
+    """Store a model folder's weights in another dtype (half the size in float16; loading casts back)."""
+    _quiet()
+    from .models.cast import cast_weights
+
+    try:
+        typer.echo(str(cast_weights(model, out, dtype)))
+    except ValueError as e:
+        _fail(str(e))
+
+
 @app.command("index-images")
 def index_images_cmd(
     corpus: Path = typer.Argument(None, help="folder of images (recursive); captions from NAME.txt sidecars, else "

@@ -48,10 +48,15 @@ class Sampler:
         return self.steps * cfg_branches
 
 
+def portrait_clips(meta: dict, n: int, seed: int, split: str = "test") -> list:
+    """The first ``n`` portrait clips (``Clip``: frames, caption, labels) of ``split`` at a model's data size."""
+    src = SyntheticVideos(SyntheticVideoConfig.of(DataConfig.of_model(meta)), split, seed=seed)
+    return [src.clip(i, portrait_only=True) for i in range(n)]
+
+
 def held_out_clips(meta: dict, n: int, seed: int):
-    """The first ``n`` portrait clips of the test split (held-out identities)."""
-    src = SyntheticVideos(SyntheticVideoConfig.of(DataConfig.of_model(meta)), "test", seed=seed)
-    clips = [src.clip(i, portrait_only=True) for i in range(n)]
+    """The first ``n`` portrait clips of the test split (held-out identities): (video, captions)."""
+    clips = portrait_clips(meta, n, seed)
     return torch.stack([frames_to_tensor(c.frames) for c in clips]), [c.caption for c in clips]
 
 

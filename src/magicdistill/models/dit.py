@@ -181,7 +181,8 @@ class VideoDiT(nn.Module):
         if self.vision is not None:
             save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
         meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim,
-                "prediction": self.prediction, "image_padding": self.image_padding, **extra}
+                "prediction": self.prediction, "image_padding": self.image_padding, **extra,
+                "weights_dtype": str(self.dtype).removeprefix("torch.")}  # what is stored, whatever a source said
         (path / "dit.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
