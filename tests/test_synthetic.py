@@ -61,3 +61,23 @@ def test_motion_is_visible_and_general_clips_exist():
             assert diff == 0
         elif MOTION_FIELDS["sway"][c.labels["sway"]] != "still":
             assert diff > 0.5
+
+
+def test_pose_grid_moves_the_head_in_whole_grid_steps():
+    """pose_grid_px = 4: a swaying head stands still between jumps, and every jump moves its
+    silhouette by a multiple of 4 px; the same clip (caption, identity) as without the grid."""
+    free, snapped = SyntheticVideos(), SyntheticVideos(SyntheticVideoConfig(pose_grid_px=4))
+    i = next(i for i in range(50) if free.clip(i, portrait_only=True).labels["sway"] > 0
+             and free.clip(i, portrait_only=True).labels["nod"] == 0 and free.clip(i, portrait_only=True).labels["talk"] == 0)
+    a, b = free.clip(i, portrait_only=True), snapped.clip(i, portrait_only=True)
+    assert a.caption == b.caption and a.identity == b.identity
+    bg = b.frames[:, 0, 0].astype(int)  # the top-left pixel is background
+    mask = np.abs(b.frames.astype(int) - bg[:, None, None]).sum(-1) > 30  # (T, H, W) head silhouette
+    left = np.array([np.argmax(m.any(0)) for m in mask])  # leftmost column of the silhouette
+    steps = np.diff(left)
+    assert np.any(steps != 0) and np.all(steps % 4 == 0)
+    change = np.abs(np.diff(b.frames.astype(float), axis=0)).mean(axis=(1, 2, 3))
+    assert (change < 1.0).sum() >= 4  # frames where the snapped head does not move (blinks aside)
+    assert (np.abs(np.diff(a.frames.astype(float), axis=0)).mean(axis=(1, 2, 3)) < 1.0).sum() < (change < 1.0).sum()
+    with pytest.raises(ValueError, match="pose_grid_px"):
+        SyntheticVideoConfig(pose_grid_px=-1)

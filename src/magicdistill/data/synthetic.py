@@ -117,6 +117,9 @@ class SyntheticVideoConfig:
     fps: float = 8.0
     general_fraction: float = 0.2  # share of non-face clips
     supersample: int = 2
+    # > 0: the head's position snapped to a grid of this many pixels in every frame, so it moves in
+    # whole steps (a diagnostic of sub-patch motion; benchmarks/experiments/pose_grid.py). 0: continuous.
+    pose_grid_px: int = 0
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -127,6 +130,8 @@ class SyntheticVideoConfig:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if not 0.0 <= self.general_fraction <= 1.0:
             raise ValueError(f"general_fraction must be in [0, 1], got {self.general_fraction}")
+        if self.pose_grid_px < 0:
+            raise ValueError(f"pose_grid_px must be >= 0, got {self.pose_grid_px}")
 
     @classmethod
     def of(cls, data) -> "SyntheticVideoConfig":
@@ -254,6 +259,9 @@ def render_portrait(identity_values: tuple[str, ...], motion: dict[str, str], rn
     cx = rng.uniform(-0.05, 0.05) + 0.12 * np.sin(2 * np.pi * sway_f * t + phase) * (sway_f > 0)
     cy = 0.08 + rng.uniform(-0.04, 0.04) + (0.06 * np.sin(2 * np.pi * 0.9 * t + rng.uniform(0, 6.3))
                                             if motion["nod"] == "yes" else 0.0 * t)
+    if cfg.pose_grid_px:
+        step = 2 * cfg.pose_grid_px / cfg.height  # pixels -> coordinate units (x is scaled by the aspect too)
+        cx, cy = np.round(cx / step) * step, np.round(cy / step) * step
     cx, cy = cx[:, None, None], np.broadcast_to(cy, t.shape)[:, None, None]
     rx, ry = FACE_SHAPE[ident["face_shape"]]
     Y, X = y[None], x[None]
