@@ -79,3 +79,32 @@ def test_resume_accepts_a_config_written_before_a_defaulted_field_existed(tmp_pa
     Run(tmp_path / "run", cfg, resume=True)
     with pytest.raises(ValueError, match="differs .* in dit"):  # a real change is still refused
         Run(tmp_path / "run", TeacherTrainConfig(dit={"image_padding": "repeat"}), resume=True)
+
+
+def test_lr_schedule_resumes_at_the_checkpoint_step_without_warnings(tmp_path):
+    import warnings
+
+    from magicdistill.train.run import lr_schedule
+
+    factor = lambda s: 1.0 / (1 + s)  # noqa: E731
+
+    def lrs(opt, sched, steps):
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    m, opt = _model_and_opt()
+    full = lrs(opt, lr_schedule(opt, factor), 6)
+    assert full == pytest.approx([1e-2 / (1 + s) for s in range(6)])
+    m, opt = _model_and_opt()
+    sched = lr_schedule(opt, factor)
+    lrs(opt, sched, 3)
+    save_checkpoint(tmp_path / "ck", modules={"m": m}, optimizers={"m": opt}, meta={"step": 3})
+    m2, opt2 = _model_and_opt(seed=1)
+    load_checkpoint(tmp_path / "ck", modules={"m": m2}, optimizers={"m": opt2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when a scheduler steps before its optimizer
+        assert lrs(opt2, lr_schedule(opt2, factor, start=3), 3) == pytest.approx(full[3:])

@@ -41,14 +41,17 @@ RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out 
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
 
 
-def _resolve_config(cls, config: Path | None, dry_run: bool, **flags):
-    """The run's config: a JSON file (used instead of the flags) or the flags over the defaults.
-    With --dry-run it is printed and None returned. Raises ValueError naming a bad field."""
-    cfg = cls.from_json(config) if config else cls.strict_update(cls(), **flags)
-    if dry_run:
-        typer.echo(cfg.model_dump_json(indent=1))
-        return None
-    return cfg
+def _run_with_config(cls, config: Path | None, dry_run: bool, run, **flags) -> None:
+    """Call ``run(cfg)`` with the run's config: a JSON file (used instead of the flags) or the flags over
+    the defaults; --dry-run prints it instead. A ValueError (a bad field, bad input) is a one-line error."""
+    try:
+        cfg = cls.from_json(config) if config else cls.strict_update(cls(), **flags)
+        if dry_run:
+            typer.echo(cfg.model_dump_json(indent=1))
+            return
+        run(cfg)
+    except ValueError as e:
+        _fail(str(e))
 
 
 @app.command("train-vae")
@@ -67,12 +70,9 @@ def train_vae_cmd(
     from .config import VAETrainConfig
     from .train.vae_trainer import train_vae
 
-    try:
-        cfg = VAETrainConfig.strict_update(VAETrainConfig(), steps=steps, batch_size=batch_size, seed=seed, device=device,
-                                           normalisation=normalisation, latent_channels=latent_channels)
-        train_vae(cfg, str(out), resume=resume)
-    except ValueError as e:
-        _fail(str(e))
+    _run_with_config(VAETrainConfig, None, False, lambda cfg: train_vae(cfg, str(out), resume=resume), steps=steps,
+                     batch_size=batch_size, seed=seed, device=device, normalisation=normalisation,
+                     latent_channels=latent_channels)
 
 
 @app.command("calibrate-vae")
@@ -121,19 +121,16 @@ def train_cmd(
     from .config import TeacherTrainConfig
     from .pipeline import SHIPPED_DIR
 
-    try:
-        cfg = _resolve_config(
-            TeacherTrainConfig, config, dry_run, task=task, steps=steps, batch_size=batch_size, lr=lr,
-            num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
-            sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-            dit={"image_padding": image_padding})
-        if cfg is None:
-            return
+    def run(cfg):
         from .train.teacher import train_teacher
 
         train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None)
-    except ValueError as e:
-        _fail(str(e))
+
+    _run_with_config(
+        TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
+        num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
+        sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
+        dit={"image_padding": image_padding})
 
 
 @app.command("distill")
@@ -167,18 +164,15 @@ def distill_cmd(
     from .config import DistillConfig
     from .pipeline import SHIPPED_DIR
 
-    try:
-        cfg = _resolve_config(
-            DistillConfig, config, dry_run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
-            alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-            num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator)
-        if cfg is None:
-            return
+    def run(cfg):
         from .distill.trainer import distill
 
         distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir)
-    except ValueError as e:
-        _fail(str(e))
+
+    _run_with_config(
+        DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
+        alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
+        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator)
 
 
 @app.command("train-probe")
@@ -195,13 +189,9 @@ def train_probe_cmd(
     _quiet()
     from .train.probe_trainer import ProbeTrainConfig, train_probe
 
-    try:
-        given = {"steps": steps, "batch_size": batch_size, "pool_clips": pool_clips}  # None: ProbeTrainConfig's default
-        cfg = ProbeTrainConfig.strict_update(ProbeTrainConfig(), seed=seed, device=device,
-                                             **{k: v for k, v in given.items() if v is not None})
-        train_probe(cfg, str(out), resume=resume)
-    except ValueError as e:
-        _fail(str(e))
+    given = {"steps": steps, "batch_size": batch_size, "pool_clips": pool_clips}  # None: ProbeTrainConfig's default
+    _run_with_config(ProbeTrainConfig, None, False, lambda cfg: train_probe(cfg, str(out), resume=resume), seed=seed,
+                     device=device, **{k: v for k, v in given.items() if v is not None})
 
 
 @app.command("generate")

@@ -21,7 +21,7 @@ from ..config import DataConfig, Strict
 from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..eval.probe import KINDS, ORDER_HEAD, ProbeConfig, ProbeNetwork, attribute_classes
 from ..video import frames_to_tensor
-from .run import Run
+from .run import Run, lr_schedule
 
 
 class ProbeTrainConfig(Strict):
@@ -161,10 +161,8 @@ def train_probe(cfg: ProbeTrainConfig, out: str, *, resume: bool = False) -> Pro
     pool, labels, kinds = render_pool(SyntheticVideos(data, "train", cfg.data.seed), cfg.pool_clips, "rendering clips")
     model = ProbeNetwork(cfg.probe).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.02, 1 - s / cfg.steps))
     start = run.resume({"probe": model}, {"probe": opt}) if resume else 0
-    for _ in range(start):
-        sched.step()
+    sched = lr_schedule(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.02, 1 - s / cfg.steps), start)
     # 2. training
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-probe", unit="it")

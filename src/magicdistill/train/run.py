@@ -14,6 +14,15 @@ from ..config import Strict
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
 
+def lr_schedule(opt: torch.optim.Optimizer, factor, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of step k is base_lr * factor(k), positioned at step ``start`` (0, or a resumed
+    run's checkpoint step). Built after the optimizer state is restored and never stepped before the
+    optimizer (stepping it ``start`` times on resume is what made torch warn about the call order)."""
+    for group in opt.param_groups:  # a resumed optimizer's groups already carry the base lr
+        group.setdefault("initial_lr", group["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=start - 1)
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 

@@ -31,7 +31,7 @@ from ..models.vision import PatchVisionEncoder
 from ..pipeline import sample_video
 from ..video import tensor_to_frames, write_mp4
 from .ema import EMA
-from .run import Run
+from .run import Run, lr_schedule
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -136,10 +136,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     ema = EMA(dit, cfg.ema_decay)
     opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
-    sched.last_epoch = start - 1
-    sched.step()
+    sched = lr_schedule(opt, lr_lambda(cfg), start)
     n_params = sum(p.numel() for p in dit.parameters())
     print(f"teacher: {n_params / 1e6:.2f} M parameters, {len(data)} training clips, task {cfg.task}")
     # 3-4. loop

@@ -20,7 +20,7 @@ from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..models.patch_vae import CausalPatchVAE
 from ..models.vae import VideoVAE, load_vae
 from ..video import frames_to_tensor
-from .run import Run
+from .run import Run, lr_schedule
 
 
 def vae_batch(pool: torch.Tensor, step: int, cfg: VAETrainConfig) -> torch.Tensor:
@@ -75,10 +75,8 @@ def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVA
     vae.check_frames(cfg.clip_frames)
     vae.check_frames(cfg.data.num_frames)
     opt = torch.optim.AdamW(vae.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (0.1 + 0.9 * (1 - s / cfg.steps)))
     start = run.resume({"vae": vae.model}, {"vae": opt}) if resume else 0
-    for _ in range(start):
-        sched.step()
+    sched = lr_schedule(opt, lambda s: min(1.0, (s + 1) / 20) * (0.1 + 0.9 * (1 - s / cfg.steps)), start)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-vae", unit="it")
     for step in bar:
         x = vae_batch(pool, step, cfg).to(cfg.device)
