@@ -22,7 +22,7 @@ import argparse
 import torch
 
 from magicdistill.demo import held_out_clips
-from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, sample_video
+from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, sample_clips
 from magicdistill.video import contact_sheet, tensor_to_frames
 
 
@@ -39,9 +39,8 @@ def main() -> None:
     video, captions = held_out_clips(pipe.dit.meta, args.clips, 0)
     text = pipe.text_encoder(captions)
     x0 = pipe.vae.encode(video)
-    lat = torch.cat([sample_video(pipe.dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text, video[i:i + 1, :, 0],
-                                  num_frames=video.shape[2], generator=torch.Generator().manual_seed(i), steps=50,
-                                  guidance=args.guidance, shift=5.0, decode=False) for i in range(args.clips)])
+    lat = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, video[:, :, 0], num_frames=video.shape[2], steps=50,
+                       guidance=args.guidance, shift=5.0, decode=False)
     later, dims = (slice(None), slice(None), slice(1, None)), (0, 2, 3, 4)
     var = x0[later].var(dims)
     still = x0[:, :, :1].expand_as(x0)

@@ -29,7 +29,7 @@ import torch
 from magicdistill.demo import portrait_clips, psnr
 from magicdistill.eval.probe import load_probe
 from magicdistill.eval.suite import evaluate_videos
-from magicdistill.pipeline import I2VPipeline, model_sampler, sample_video
+from magicdistill.pipeline import I2VPipeline, model_sampler, sample_clips
 from magicdistill.video import contact_sheet, frames_to_tensor, tensor_to_frames
 
 TOKEN_PX = 8
@@ -76,12 +76,8 @@ def main() -> None:
     for name, pipe in zip(args.models, pipes):
         rec = {**model_sampler(pipe.dit.meta), **({"guidance": args.guidance} if args.guidance is not None else {})}
         text = pipe.text_encoder(captions)
-        out = []
-        for i in range(args.clips):  # one at a time: the noise of clip i is the same for every model
-            out.append(sample_video(pipe.dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text, video[i:i + 1, :, 0],
-                                    num_frames=video.shape[2], generator=torch.Generator().manual_seed(args.seed + i),
-                                    steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"]))
-        out = torch.cat(out)
+        out = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, video[:, :, 0], num_frames=video.shape[2],
+                           seed=args.seed, steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"])
         m = evaluate_videos(out, truth, extractor=probe, cond_images=video[:, :, 0])
         print(f"{name}: {rec['steps']} steps, guidance {rec['guidance']:g}, shift {rec['shift']:g} | "
               f"FVD {m['fvd']:.1f}  FID {m['fid']:.2f}  average {m['average']:.4f}  motion_ratio {m['motion_ratio']:.3f}  "

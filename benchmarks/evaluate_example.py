@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 
 def write_set(folder: Path, videos: torch.Tensor, fps: float) -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from magicdistill.demo import held_out_clips
-    from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
+    from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_clips
     from magicdistill.video import tensor_to_frames
 
     meta = read_record(SHIPPED_DIR / "generator")
@@ -57,15 +56,10 @@ def main() -> None:
                 write_set(args.out / "vae", pipe.vae.decode(pipe.vae.encode(truth)), meta["fps"])
         rec = model_sampler(pipe.dit.meta)
         text = pipe.text_encoder(captions)
-        outs = []
-        for i in tqdm(range(args.clips), desc=name):
-            with torch.no_grad():
-                outs.append(sample_video(pipe.dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text,
-                                         truth[i:i + 1, :, 0], num_frames=meta["num_frames"],
-                                         generator=torch.Generator().manual_seed(args.seed + i),
-                                         steps=steps or rec["steps"], guidance=rec["guidance"], shift=rec["shift"],
-                                         sampler=rec["kind"] if steps is None else "euler"))
-        write_set(args.out / name, torch.cat(outs), meta["fps"])
+        outs = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, truth[:, :, 0], num_frames=meta["num_frames"],
+                            seed=args.seed, desc=name, steps=steps or rec["steps"], guidance=rec["guidance"],
+                            shift=rec["shift"], sampler=rec["kind"] if steps is None else "euler")
+        write_set(args.out / name, outs, meta["fps"])
 
     for name in ("vae", "generator", "teacher4"):
         cmd = [sys.executable, "-m", "magicdistill", "evaluate", "--videos", str(args.out / name), "--reference",

@@ -143,8 +143,6 @@ def inputs(n: int):
 
 
 def seams(videos: int, overlaps: list[int], seconds: float, anchors: list[bool]) -> None:
-    import torch
-
     from magicdistill.long_video import WindowPlan, long_video_frames, sample_long_video
     from magicdistill.video import frames_to_tensor
 

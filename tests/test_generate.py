@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline
+from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, sample_clips, sample_video
 from magicdistill.video import frames_to_tensor, load_image, read_video
 
 EXAMPLE = SHIPPED_DIR.parents[2].parent / "examples" / "portrait.png"
@@ -53,6 +53,19 @@ def test_same_seed_same_video_different_seed_different_video(pipe):
     assert (a - c).abs().mean() > 1e-3
     with pytest.raises(ValueError, match="prompt is empty"):
         pipe(img, " ", steps=1)
+
+
+def test_sample_clips_gives_clip_i_the_noise_of_seed_plus_i_whatever_the_other_clips(pipe):
+    img = frames_to_tensor(load_image(EXAMPLE, 64, 64)[None])[:, 0][None]
+    firsts = torch.cat([img, img.flip(-1)])
+    text = pipe.text_encoder(["The person is talking.", "The person sways the head slowly."])
+    kw = dict(num_frames=5, steps=2, guidance=2.0, shift=5.0)
+    both = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, firsts, seed=7, **kw)
+    alone = sample_video(pipe.dit, pipe.vae, text.index(torch.tensor([1])), pipe.null_text, firsts[1:],
+                         generator=torch.Generator().manual_seed(8), **kw)
+    assert both.shape == (2, 3, 5, 64, 64)
+    torch.testing.assert_close(both[1:], alone)
+    assert (both[0] - both[1]).abs().mean() > 1e-2
 
 
 def test_default_is_the_shipped_4_step_generator_and_model_excludes_teacher(tmp_path):

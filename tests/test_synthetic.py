@@ -81,3 +81,35 @@ def test_pose_grid_moves_the_head_in_whole_grid_steps():
     assert (np.abs(np.diff(a.frames.astype(float), axis=0)).mean(axis=(1, 2, 3)) < 1.0).sum() < (change < 1.0).sum()
     with pytest.raises(ValueError, match="pose_grid_px"):
         SyntheticVideoConfig(pose_grid_px=-1)
+
+
+def _silhouette_centre(clip) -> np.ndarray:
+    """(T, 2): the head silhouette's mean (row, column) in every frame (top-left pixel = background)."""
+    bg = clip.frames[:, 0, 0].astype(int)
+    mask = np.abs(clip.frames.astype(int) - bg[:, None, None]).sum(-1) > 30
+    rows, cols = np.indices(mask.shape[1:])
+    return np.stack([[(r * m).sum() / m.sum(), (c * m).sum() / m.sum()] for m in mask for r, c in [(rows, cols)]])
+
+
+def test_pose_start_rising_sends_every_swaying_head_right_first_and_keeps_the_rest_of_the_clip():
+    """pose_start="rising": the sway starts moving right and the nod down, so the first frame and the
+    caption decide the direction; with "random" some heads start left. Same caption and identity."""
+    free, rising = SyntheticVideos(), SyntheticVideos(SyntheticVideoConfig(pose_start="rising"))
+    idx = [i for i in range(60) if free.clip(i, portrait_only=True).labels["sway"] > 0
+           and free.clip(i, portrait_only=True).labels["nod"] == 0][:8]
+    assert len(idx) == 8
+    first_step = {}
+    for name, src in (("random", free), ("rising", rising)):
+        clips = [src.clip(i, portrait_only=True) for i in idx]
+        first_step[name] = np.array([np.diff(_silhouette_centre(c)[:2, 1])[0] for c in clips])  # columns moved
+        if name == "rising":
+            assert [c.caption for c in clips] == [free.clip(i, portrait_only=True).caption for i in idx]
+    # a head that starts in its trough barely moves at first (the 0.05 px allows for rendering)
+    assert np.all(first_step["rising"] > -0.05) and (first_step["rising"] > 0.3).sum() >= 4
+    assert np.any(first_step["random"] < -0.3)
+    nodding = next(i for i in range(60) if free.clip(i, portrait_only=True).labels["nod"] > 0
+                   and free.clip(i, portrait_only=True).labels["sway"] == 0)
+    centre = _silhouette_centre(rising.clip(nodding, portrait_only=True))
+    assert centre[1, 0] - centre[0, 0] > -0.05 and centre[3, 0] > centre[0, 0]  # the row grows: the head goes down
+    with pytest.raises(ValueError, match="pose_start"):
+        SyntheticVideoConfig(pose_start="left")

@@ -81,3 +81,36 @@ def test_train_command_end_to_end_for_both_tasks(tmp_path):
         assert loaded.image_padding == "repeat"
         with pytest.raises(ValueError, match="already holds a run"):
             train_teacher(cfg, str(tmp_path / task), cache_dir=str(tmp_path / "cache"))
+
+
+def test_latent_cache_is_keyed_by_how_clips_are_drawn(tmp_path, tiny_dit_cfg, monkeypatch):
+    """The cache is reused for the same clips and rebuilt when a SyntheticVideoConfig field changes
+    (here pose_start), although the run's DataConfig is the same."""
+    import dataclasses
+    import types
+
+    import magicdistill.train.teacher as teacher
+    from magicdistill.config import DataConfig
+    from magicdistill.data.synthetic import SyntheticVideoConfig
+    from magicdistill.pipeline import SHIPPED_DIR
+
+    built = []
+
+    def fake_build(source, n, *a, **k):
+        built.append(source.config.pose_start)
+        return _latent_set(tiny_dit_cfg, n)
+
+    monkeypatch.setattr(teacher, "build_latent_set", fake_build)
+    enc = types.SimpleNamespace(max_tokens=8)
+
+    def load():
+        return teacher.latent_set_for(DataConfig(), str(SHIPPED_DIR / "vae"), "train", 4, None, enc, tmp_path)
+
+    first = load()
+    torch.testing.assert_close(load().latents, first.latents)  # from the cache
+    assert built == ["random"]
+    of = SyntheticVideoConfig.of.__func__
+    monkeypatch.setattr(SyntheticVideoConfig, "of", classmethod(lambda cls, d: dataclasses.replace(of(cls, d), pose_start="rising")))
+    load()
+    assert built == ["random", "rising"]
+    assert len(list(tmp_path.glob("latents_train_*.safetensors"))) == 2

@@ -23,7 +23,7 @@ from compare_teachers import blockiness  # noqa: E402
 from magicdistill.config import DataConfig  # noqa: E402
 from magicdistill.data.synthetic import SyntheticVideoConfig, SyntheticVideos  # noqa: E402
 from magicdistill.demo import held_out_clips, psnr  # noqa: E402
-from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, sample_video  # noqa: E402
+from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, sample_clips  # noqa: E402
 from magicdistill.video import contact_sheet, frames_to_tensor, tensor_to_frames  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -42,9 +42,8 @@ video, captions = held_out_clips(pipe.dit.meta, a.clips, 0)
 rec = model_sampler(pipe.dit.meta)
 with torch.no_grad():
     text = pipe.text_encoder(captions)
-    samples = torch.cat([sample_video(pipe.dit, vae, text.index(torch.tensor([i])), pipe.null_text, video[i:i + 1, :, 0],
-                                      num_frames=video.shape[2], generator=torch.Generator().manual_seed(i), steps=50,
-                                      guidance=2.0, shift=rec["shift"], decode=False) for i in range(a.clips)])
+    samples = sample_clips(pipe.dit, vae, text, pipe.null_text, video[:, :, 0], num_frames=video.shape[2], steps=50,
+                           guidance=2.0, shift=rec["shift"], decode=False)
 pool = np.stack([c.frames for c in (SyntheticVideos(SyntheticVideoConfig.of(DataConfig()), "train", 0).clip(i)
                                     for i in range(256))])
 m = vae.model

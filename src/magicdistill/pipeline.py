@@ -87,6 +87,19 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
     return vae.decode(latents) if decode else latents
 
 
+@torch.no_grad()
+def sample_clips(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: TextEmbedding, first_frames: torch.Tensor,
+                 *, num_frames: int, seed: int = 0, desc: str | None = None, **sampler) -> torch.Tensor:
+    """One video per first frame (B, 3, H, W), sampled one at a time with noise seed ``seed + i`` for clip i:
+    clip i gets the same noise whatever the model and however many clips are asked for, so models
+    compare paired. ``sampler``: sample_video's steps, guidance, shift, sampler, decode. ``desc``: a progress bar."""
+    from tqdm import tqdm
+
+    return torch.cat([sample_video(dit, vae, text.index(torch.tensor([i])), null_text, first_frames[i:i + 1],
+                                   num_frames=num_frames, generator=torch.Generator().manual_seed(seed + i), **sampler)
+                      for i in tqdm(range(first_frames.shape[0]), desc=desc, disable=desc is None, leave=False)])
+
+
 class I2VPipeline:
     """Loaded models + the null prompt; ``__call__`` makes videos."""
 

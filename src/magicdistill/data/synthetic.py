@@ -82,6 +82,7 @@ IDENTITY_FIELDS = {
 MOTION_FIELDS = {"blink": tuple(BLINK), "talk": tuple(TALK), "sway": tuple(SWAY), "nod": NOD}
 SPLITS = ("train", "test")
 HELD_OUT_FRACTION = 0.10
+POSE_STARTS = ("random", "rising")
 _SPLIT_SEED = 1234  # fixed forever: changing it would silently move identities between splits
 
 
@@ -118,8 +119,13 @@ class SyntheticVideoConfig:
     general_fraction: float = 0.2  # share of non-face clips
     supersample: int = 2
     # > 0: the head's position snapped to a grid of this many pixels in every frame, so it moves in
-    # whole steps (a diagnostic of sub-patch motion; benchmarks/experiments/pose_grid.py). 0: continuous.
+    # whole steps (a diagnostic of sub-patch motion; benchmarks/experiments/data_variant.py). 0: continuous.
     pose_grid_px: int = 0
+    # "random": the sway and nod start at a random phase, so from the first frame the head may go
+    # either way. "rising": the phase is drawn from (-pi/2, 0): every head starts on the rising
+    # quarter of its sine, left of (sway) or above (nod) its centre and moving right / down for at
+    # least a quarter period, so the first frame and the caption decide the motion's direction.
+    pose_start: str = "random"
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -132,6 +138,8 @@ class SyntheticVideoConfig:
             raise ValueError(f"general_fraction must be in [0, 1], got {self.general_fraction}")
         if self.pose_grid_px < 0:
             raise ValueError(f"pose_grid_px must be >= 0, got {self.pose_grid_px}")
+        if self.pose_start not in POSE_STARTS:
+            raise ValueError(f"pose_start must be one of {POSE_STARTS}, got {self.pose_start!r}")
 
     @classmethod
     def of(cls, data) -> "SyntheticVideoConfig":
@@ -254,10 +262,13 @@ def render_portrait(identity_values: tuple[str, ...], motion: dict[str, str], rn
     canvas = np.empty((T, *y.shape, 3), np.float32)
     canvas[:] = np.asarray(BACKGROUND[ident["background"]], np.float32)
 
-    # Head pose over time: sway (x), nod (y) with random phase; small per-clip base offset.
-    sway_f, phase = SWAY[motion["sway"]], rng.uniform(0, 2 * np.pi)
+    # Head pose over time: sway (x), nod (y), each a sine from its phase; small per-clip base offset.
+    # One draw per phase in either mode, so the rest of the clip is the same.
+    # (6.3 for the nod is the bound "random" clips have always had: kept so they do not change.)
+    lo, hi, nod_hi = (0.0, 2 * np.pi, 6.3) if cfg.pose_start == "random" else (-np.pi / 2, 0.0, 0.0)
+    sway_f, phase = SWAY[motion["sway"]], rng.uniform(lo, hi)
     cx = rng.uniform(-0.05, 0.05) + 0.12 * np.sin(2 * np.pi * sway_f * t + phase) * (sway_f > 0)
-    cy = 0.08 + rng.uniform(-0.04, 0.04) + (0.06 * np.sin(2 * np.pi * 0.9 * t + rng.uniform(0, 6.3))
+    cy = 0.08 + rng.uniform(-0.04, 0.04) + (0.06 * np.sin(2 * np.pi * 0.9 * t + rng.uniform(lo, nod_hi))
                                             if motion["nod"] == "yes" else 0.0 * t)
     if cfg.pose_grid_px:
         step = 2 * cfg.pose_grid_px / cfg.height  # pixels -> coordinate units (x is scaled by the aspect too)

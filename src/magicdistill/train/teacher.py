@@ -11,6 +11,7 @@ continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -88,11 +89,14 @@ def lr_lambda(cfg: TeacherTrainConfig):
 def latent_set_for(data_cfg: DataConfig, vae_dir: str, split: str, n: int, vae: VideoVAE, enc: TextEncoder,
                    cache_dir: Path) -> LatentSet:
     """The encoded synthetic clips of ``split``, from the cache when it was built the same way."""
-    key = cache_key(vae_dir, data_cfg.model_dump(), split, n, enc.max_tokens)
+    clips = SyntheticVideoConfig.of(data_cfg)
+    # keyed by every field of the clips rendered (not just the run's DataConfig), so a change to how
+    # clips are drawn (e.g. SyntheticVideoConfig.pose_start) cannot reuse a stale cache
+    key = cache_key(vae_dir, {"clips": dataclasses.asdict(clips), "seed": data_cfg.seed}, split, n, enc.max_tokens)
     path = cache_dir / f"latents_{split}_{key}.safetensors"
     data = load_latent_set(path, key)
     if data is None:
-        source = SyntheticVideos(SyntheticVideoConfig.of(data_cfg), split, data_cfg.seed)
+        source = SyntheticVideos(clips, split, data_cfg.seed)
         data = build_latent_set(source, n, vae, enc, desc=f"encoding {split} clips")
         cache_dir.mkdir(parents=True, exist_ok=True)
         save_latent_set(data, path, key)

@@ -1,0 +1,47 @@
+"""Experiment (docs/DECISIONS.md "Stop 9", "Stop 10"): does the teacher render moving heads cleanly on other clips?
+
+Trains a teacher with the shipped recipe on synthetic clips changed by SyntheticVideoConfig fields, then
+compares it with the shipped teacher on held-out portraits changed the same way
+(benchmarks/compare_teachers.py: blockiness on moving vs still heads, and a contact sheet).
+- --grid-px 4 (pose_grid_px): the head's position snapped to a 4-px grid, the VAE's patch size, so a moving
+  head shifts its latents by whole latent pixels. Clean moving heads would blame sub-patch motion.
+- --pose-start rising: every head starts moving right (sway) and down (nod), so the first frame and the
+  caption decide where it goes. Clean moving heads would blame the two-way choice of direction.
+
+    OMP_NUM_THREADS=2 python benchmarks/experiments/data_variant.py --out DIR [--grid-px 4] [--pose-start rising]
+        [--steps 3000] [--clips 16]
+"""
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import compare_teachers  # noqa: E402
+
+import magicdistill.data.synthetic as synthetic  # noqa: E402
+from magicdistill.config import TeacherTrainConfig  # noqa: E402
+from magicdistill.pipeline import SHIPPED_DIR  # noqa: E402
+from magicdistill.train.teacher import train_teacher  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", required=True)
+ap.add_argument("--grid-px", type=int, default=0)
+ap.add_argument("--pose-start", choices=synthetic.POSE_STARTS, default="random")
+ap.add_argument("--steps", type=int, default=3000)
+ap.add_argument("--clips", type=int, default=16)
+a = ap.parse_args()
+
+# every clip this process renders (training set, test set, evaluation) is changed the same way
+_of = synthetic.SyntheticVideoConfig.of.__func__
+synthetic.SyntheticVideoConfig.of = classmethod(
+    lambda cls, data: dataclasses.replace(_of(cls, data), pose_grid_px=a.grid_px, pose_start=a.pose_start))
+
+teacher = Path(a.out) / "teacher"
+if not teacher.is_dir():  # the shipped teacher's recipe (checkpoints/tiny/RECORD.md), on the changed clips
+    cfg = TeacherTrainConfig.strict_update(TeacherTrainConfig(), steps=a.steps, num_clips=2000, lr=4e-4, seed=0,
+                                           vae_dir=str(SHIPPED_DIR / "vae"))
+    train_teacher(cfg, a.out)
+sys.argv = ["compare_teachers", str(SHIPPED_DIR / "teacher"), str(teacher), "--guidance", "2", "--clips", str(a.clips),
+            "--sheet", str(Path(a.out) / "sheet.png")]
+compare_teachers.main()
