@@ -7,7 +7,9 @@ pixels in one of 8 directions, named by the conditioning text (a fixed random em
 --textures 0: a fresh random texture per clip, so the model cannot memorise the textures and must copy
 whatever the first frame holds (as with faces of many identities);
 --arch plain: the control, a plain DiT of the same width and depth (pre-norm blocks with adaLN from sigma,
-learned absolute positions, no text) in place of the HunyuanVideo transformer, behind the same wrapper. With
+learned absolute positions, no text) in place of the HunyuanVideo transformer, behind the same wrapper;
+--embed-kernel 5 --padding repeat: each token's embedding also reads the 2 tokens around it on every side,
+and every frame carries the first frame, so copying from a nearby token is a linear map of the input. With
 patch size 2, --shift 2 moves whole tokens and --shift 1 half tokens. A fresh DiT of the embedded default's
 size is trained as an I2V teacher (flow matching, shifted logit-normal sigma, x0-residual prediction) and
 then samples held-out placements (50 Euler steps, no CFG). Printed: sample error over the later frames
@@ -15,6 +17,7 @@ relative to the error of the "still" answer (the first frame repeated): near 0 =
 near 1 or above = it does not.
 
     OMP_NUM_THREADS=1 python benchmarks/experiments/toy_translation.py [--shift 2] [--steps 1000] [--directions 8] [--textures 4] [--arch hunyuan] [--lr 4e-4]
+        [--padding zero] [--embed-kernel 1]
 """
 import argparse
 import time
@@ -41,6 +44,9 @@ ap.add_argument("--directions", type=int, choices=(1, 8), default=8)
 ap.add_argument("--textures", type=int, default=4, help="fixed textures to draw from; 0: a new one per clip")
 ap.add_argument("--arch", choices=("hunyuan", "plain"), default="hunyuan")
 ap.add_argument("--lr", type=float, default=4e-4)
+ap.add_argument("--padding", choices=("zero", "repeat"), default="zero", help="the first-frame latent in the I2V channels")
+ap.add_argument("--embed-kernel", type=int, default=1,
+                help="tokens per side the patch embedding reads (odd; 1 = the patch itself, as in HunyuanVideo)")
 a = ap.parse_args()
 torch.manual_seed(a.seed)
 g = torch.Generator().manual_seed(a.seed)
@@ -120,7 +126,12 @@ if a.arch == "plain":
     dit = VideoDiT(PlainTransformer(2 * C + 1, C, T * (H // 2) ** 2), PatchVisionEncoder(384, 16), image_tokens=16,
                    prediction="x0_image_residual").train()
 else:
-    dit = VideoDiT.tiny(DiTConfig(), "i2v").train()
+    dit = VideoDiT.tiny(DiTConfig(image_padding=a.padding), "i2v").train()
+dit.image_padding = a.padding
+if a.embed_kernel > 1:
+    proj, k = dit.transformer.x_embedder.proj, a.embed_kernel * 2  # latent pixels: patch 2
+    dit.transformer.x_embedder.proj = nn.Conv3d(proj.in_channels, proj.out_channels, (1, k, k), (1, 2, 2),
+                                                (0, k // 2 - 1, k // 2 - 1))
 opt = torch.optim.AdamW(dit.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
 blank = torch.zeros(a.batch, 3, 64, 64)  # the vision encoder's input: no picture in this toy
 t0 = time.time()
@@ -142,5 +153,5 @@ with torch.no_grad():
     out = euler_sample(dit, torch.randn(x0.shape, generator=test_gen), cond, steps=50, shift=5.0)
     err = (out - x0)[:, :, 1:].pow(2).mean().item()
     still = (x0[:, :, :1] - x0)[:, :, 1:].pow(2).mean().item()
-print(f"{a.arch}, {sum(p.numel() for p in dit.parameters()) / 1e6:.2f} M parameters, {a.directions} direction(s), {a.textures or 'a new'} texture(s), shift {a.shift} latent px/frame ({a.shift / 2:g} tokens), {a.steps} steps (lr {a.lr:g}) in {time.time() - t0:.0f} s, "
+print(f"{a.arch}, padding {a.padding}, embedding kernel {a.embed_kernel} token(s), {sum(p.numel() for p in dit.parameters()) / 1e6:.2f} M parameters, {a.directions} direction(s), {a.textures or 'a new'} texture(s), shift {a.shift} latent px/frame ({a.shift / 2:g} tokens), {a.steps} steps (lr {a.lr:g}) in {time.time() - t0:.0f} s, "
       f"last loss {loss.item():.4f}: sample error / still error {err / still:.3f}")

@@ -119,7 +119,7 @@ class SyntheticVideoConfig:
     general_fraction: float = 0.2  # share of non-face clips
     supersample: int = 2
     # > 0: the head's position snapped to a grid of this many pixels in every frame, so it moves in
-    # whole steps (a diagnostic of sub-patch motion; benchmarks/experiments/data_variant.py). 0: continuous.
+    # whole steps (a diagnostic of sub-patch motion; benchmarks/experiments/teacher_variant.py). 0: continuous.
     pose_grid_px: int = 0
     # "random": the sway and nod start at a random phase, so from the first frame the head may go
     # either way. "rising": the phase is drawn from (-pi/2, 0): every head starts on the rising
