@@ -1,4 +1,4 @@
-"""Experiment (docs/DECISIONS.md "Stop 9"): can the tiny DiT alone move content between its tokens?
+"""Experiment (docs/DECISIONS.md "Stop 9", "Stop 10"): can the tiny DiT alone move content between its tokens?
 
 No VAE and no faces: latents (16 channels, 5 latent frames, 16x16) hold one of 4 fixed random 6x6 textures
 on a zero background; the first frame places it at random, and every later frame shifts it by --shift latent
@@ -16,12 +16,11 @@ then samples held-out placements (50 Euler steps, no CFG). Printed: sample error
 relative to the error of the "still" answer (the first frame repeated): near 0 = the texture moves as told;
 near 1 or above = it does not.
 
-    OMP_NUM_THREADS=1 python benchmarks/experiments/toy_translation.py [--shift 2] [--steps 1000] [--directions 8] [--textures 4] [--arch hunyuan] [--lr 4e-4]
-        [--padding zero] [--embed-kernel 1]
+    OMP_NUM_THREADS=1 python benchmarks/experiments/toy_translation.py [--shift 2] [--steps 1000] [--directions 8]
+        [--textures 4] [--arch hunyuan] [--lr 4e-4] [--padding zero] [--embed-kernel 1]
 """
 import argparse
 import time
-
 import types
 
 import torch
