@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compare_teachers  # noqa: E402
+from embed_kernel import widen_embedding_kernel  # noqa: E402
 
 import magicdistill.data.synthetic as synthetic  # noqa: E402
 import magicdistill.train.teacher as teacher_training  # noqa: E402
@@ -55,10 +55,7 @@ cfg = TeacherTrainConfig.strict_update(TeacherTrainConfig(), steps=a.steps, num_
 
 
 def widen_embedding(dit: VideoDiT) -> VideoDiT:
-    if a.embed_kernel > 1:
-        proj, k = dit.transformer.x_embedder.proj, 2 * a.embed_kernel  # latent pixels (patch 2)
-        dit.transformer.x_embedder.proj = nn.Conv3d(proj.in_channels, proj.out_channels, (1, k, k), (1, 2, 2),
-                                                    (0, k // 2 - 1, k // 2 - 1))
+    widen_embedding_kernel(dit.transformer, a.embed_kernel)
     return dit
 
 

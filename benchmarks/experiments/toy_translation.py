@@ -26,6 +26,7 @@ import types
 import torch
 from torch import nn
 
+from embed_kernel import widen_embedding_kernel
 from magicdistill.config import DiTConfig
 from magicdistill.distill.losses import flow_matching_loss
 from magicdistill.flow import add_noise, sample_training_sigma
@@ -127,10 +128,7 @@ if a.arch == "plain":
 else:
     dit = VideoDiT.tiny(DiTConfig(image_padding=a.padding), "i2v").train()
 dit.image_padding = a.padding
-if a.embed_kernel > 1:
-    proj, k = dit.transformer.x_embedder.proj, a.embed_kernel * 2  # latent pixels: patch 2
-    dit.transformer.x_embedder.proj = nn.Conv3d(proj.in_channels, proj.out_channels, (1, k, k), (1, 2, 2),
-                                                (0, k // 2 - 1, k // 2 - 1))
+widen_embedding_kernel(dit.transformer, a.embed_kernel)
 opt = torch.optim.AdamW(dit.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
 blank = torch.zeros(a.batch, 3, 64, 64)  # the vision encoder's input: no picture in this toy
 t0 = time.time()
