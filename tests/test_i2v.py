@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from magicdistill.models.dit import Condition, VideoDiT, tiny_transformer
-from magicdistill.models.i2v import convert_t2v_to_i2v, i2v_input, widen_patch_embedding
+from magicdistill.models.i2v import convert_t2v_to_i2v, i2v_input
+from magicdistill.models.patch_embed import embed_tokens, widen_patch_embedding
 from magicdistill.models.text import TextEmbedding
 
 
@@ -82,6 +83,57 @@ def test_widen_copies_old_and_zeroes_new():
     torch.testing.assert_close(wide.bias, conv.bias)
     with pytest.raises(ValueError):
         widen_patch_embedding(conv, 3)
+
+
+def test_widen_kernel_centres_old_weights_and_keeps_the_function():
+    """A 1-token (2x2) embedding widened to 3 tokens (6x6, stride 2, padded 2): the old kernel sits at the
+    centre, the ring around it is zero, so the output is the same; then trained ring weights read the
+    neighbouring tokens."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 8, (1, 2, 2), (1, 2, 2))
+    wide = widen_patch_embedding(conv, 9, tokens=3)
+    assert wide.kernel_size == (1, 6, 6) and wide.stride == (1, 2, 2) and wide.padding == (0, 2, 2)
+    assert embed_tokens(conv) == 1 and embed_tokens(wide) == 3
+    torch.testing.assert_close(wide.weight[:, :4, :, 2:4, 2:4], conv.weight)
+    assert wide.weight.abs().sum() == conv.weight.abs().sum()  # everything else is zero
+    x = torch.randn(2, 9, 3, 8, 8)
+    with torch.no_grad():
+        out = wide(x)
+        torch.testing.assert_close(out, conv(x[:, :4]))
+        assert out.shape == (2, 8, 3, 4, 4)  # the token grid keeps its size
+        wide.weight[:, :, :, :2].normal_()  # a ring column: now the token to the left matters
+        x2 = x.clone()
+        x2[..., 0:2] += 1.0  # change the first token column only
+        d = (wide(x2) - wide(x)).abs().mean((0, 1, 2, 3))  # per output token column
+    assert d[0] > 1e-3 and d[1] > 1e-3 and d[2:].abs().max() < 1e-6  # column 1 reads column 0 now
+    with pytest.raises(ValueError, match="narrow"):
+        widen_patch_embedding(wide, tokens=1)
+    with pytest.raises(ValueError, match="odd"):
+        widen_patch_embedding(conv, tokens=2)
+
+
+def test_embed_tokens_builds_saves_and_loads(tiny_dit_cfg, tmp_path):
+    """DiTConfig.embed_tokens widens a fresh model's embedding (T2V and I2V), is recorded in dit.json, and a
+    folder with it loads to the same function (diffusers' own loader would reject the 6x6 kernel)."""
+    from magicdistill.config import DiTConfig
+
+    cfg = tiny_dit_cfg.model_copy(update={"embed_tokens": 3})
+    torch.manual_seed(0)
+    t2v = VideoDiT.tiny(cfg, "t2v")
+    assert t2v.transformer.x_embedder.proj.kernel_size == (1, 6, 6)
+    dit = _randomise(VideoDiT.tiny(cfg, "i2v")).eval()
+    proj = dit.transformer.x_embedder.proj
+    assert proj.kernel_size == (1, 6, 6) and proj.in_channels == 2 * cfg.latent_channels + 1
+    dit.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "dit.json").read_text())["embed_tokens"] == 3
+    loaded = VideoDiT.load(tmp_path / "m")
+    x, ctx, mask, pooled, img = _inputs(cfg)
+    cond, s = Condition(ctx, mask, pooled, img), torch.tensor([0.7, 0.3])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, s, cond), dit(x, s, cond))
+    assert VideoDiT.load(tmp_path / "m", dtype=torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="odd"):
+        DiTConfig(embed_tokens=4)
 
 
 def test_converted_model_equals_t2v_at_step_zero(tiny_dit_cfg):

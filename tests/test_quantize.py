@@ -103,7 +103,12 @@ def _inputs(dit, b=2, seed=0):
 
 
 @torch.no_grad()
-def test_quantized_folder_round_trip_gives_identical_outputs(dit, tmp_path):
+@pytest.mark.parametrize("embed_tokens", [1, 3])
+def test_quantized_folder_round_trip_gives_identical_outputs(dit, tmp_path, embed_tokens):
+    """Also for a wider patch embedding (DiTConfig.embed_tokens), which the folder records."""
+    if embed_tokens > 1:
+        torch.manual_seed(0)
+        dit = VideoDiT.tiny(DiTConfig(embed_tokens=embed_tokens), "i2v").eval()
     q = copy.deepcopy(dit)
     quantize_int8(q)
     meta = {"image_tokens": dit.image_tokens, "text_dim": dit.transformer.config.text_embed_dim,
@@ -123,6 +128,7 @@ def test_quantized_folder_round_trip_gives_identical_outputs(dit, tmp_path):
         keys = list(f.keys())
         assert f.get_tensor("transformer.transformer_blocks.0.attn.to_q.weight::qdata").dtype == torch.int8
     assert "transformer.x_embedder.proj.weight" in keys
+    assert loaded.transformer.x_embedder.proj.kernel_size[-1] == 2 * embed_tokens
 
 
 @torch.no_grad()

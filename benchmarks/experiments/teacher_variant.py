@@ -10,29 +10,23 @@ Clips (SyntheticVideoConfig fields):
   caption decide where it goes. Clean moving heads would blame the two-way choice of direction.
 Model:
 - --embed-kernel 5 --image-padding repeat: each token's patch embedding also reads the 2 tokens around it
-  on every side (a 10x10 latent-pixel kernel, stride 2), and every latent frame carries the first frame
-  (toy_translation.py's --embed-kernel). Copying the face from a nearby token is then a linear map of the
-  input. Such a teacher is no longer diffusers' HunyuanVideo layout, so this script loads it itself.
+  on every side (DiTConfig.embed_tokens: a 10x10 latent-pixel kernel, stride 2), and every latent frame
+  carries the first frame. Copying the face from a nearby token is then a linear map of the input.
 
     OMP_NUM_THREADS=2 python benchmarks/experiments/teacher_variant.py --out DIR [--grid-px 4] [--pose-start rising]
         [--embed-kernel 5] [--image-padding repeat] [--steps 3000] [--clips 16]
 """
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import compare_teachers  # noqa: E402
-from embed_kernel import widen_embedding_kernel  # noqa: E402
 
 import magicdistill.data.synthetic as synthetic  # noqa: E402
 import magicdistill.train.teacher as teacher_training  # noqa: E402
 from magicdistill.config import TeacherTrainConfig  # noqa: E402
-from magicdistill.models.dit import VideoDiT  # noqa: E402
 from magicdistill.pipeline import SHIPPED_DIR  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -51,28 +45,9 @@ synthetic.SyntheticVideoConfig.of = classmethod(
     lambda cls, data: dataclasses.replace(_of(cls, data), pose_grid_px=a.grid_px, pose_start=a.pose_start))
 
 cfg = TeacherTrainConfig.strict_update(TeacherTrainConfig(), steps=a.steps, num_clips=2000, lr=4e-4, seed=0,
-                                       vae_dir=str(SHIPPED_DIR / "vae"), dit={"image_padding": a.image_padding})
-
-
-def widen_embedding(dit: VideoDiT) -> VideoDiT:
-    widen_embedding_kernel(dit.transformer, a.embed_kernel)
-    return dit
-
-
+                                       vae_dir=str(SHIPPED_DIR / "vae"),
+                                       dit={"image_padding": a.image_padding, "embed_tokens": a.embed_kernel})
 teacher = Path(a.out) / "teacher"
-if a.embed_kernel > 1:  # build, and load from `teacher`, the widened model (diffusers' loader expects patch 2)
-    _build, _load = teacher_training.build_teacher, VideoDiT.load
-    teacher_training.build_teacher = lambda c: widen_embedding(_build(c))
-
-    def load(path, **kw):
-        if Path(path).resolve() != teacher.resolve():
-            return _load(path, **kw)
-        dit = widen_embedding(VideoDiT.tiny(cfg.dit, "i2v"))
-        dit.transformer.load_state_dict(load_file(str(teacher / "transformer" / "diffusion_pytorch_model.safetensors")))
-        dit.vision.load_state_dict(load_file(str(teacher / "vision.safetensors")))
-        return VideoDiT.from_parts(dit.transformer, dit.vision, json.loads((teacher / "dit.json").read_text())).eval()
-
-    VideoDiT.load = staticmethod(load)
 if not teacher.is_dir():  # the shipped teacher's recipe (checkpoints/tiny/RECORD.md), changed as asked
     teacher_training.train_teacher(cfg, a.out)
 sys.argv = ["compare_teachers", str(SHIPPED_DIR / "teacher"), str(teacher), "--guidance", "2", "--clips", str(a.clips),

@@ -26,11 +26,11 @@ import types
 import torch
 from torch import nn
 
-from embed_kernel import widen_embedding_kernel
 from magicdistill.config import DiTConfig
 from magicdistill.distill.losses import flow_matching_loss
 from magicdistill.flow import add_noise, sample_training_sigma
 from magicdistill.models.dit import VideoDiT
+from magicdistill.models.patch_embed import set_embed_tokens
 from magicdistill.models.text import TextEmbedding
 from magicdistill.models.vision import PatchVisionEncoder
 from magicdistill.sampling import euler_sample
@@ -128,7 +128,7 @@ if a.arch == "plain":
 else:
     dit = VideoDiT.tiny(DiTConfig(image_padding=a.padding), "i2v").train()
 dit.image_padding = a.padding
-widen_embedding_kernel(dit.transformer, a.embed_kernel)
+set_embed_tokens(dit.transformer, a.embed_kernel)
 opt = torch.optim.AdamW(dit.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.99))
 blank = torch.zeros(a.batch, 3, 64, 64)  # the vision encoder's input: no picture in this toy
 t0 = time.time()

@@ -106,6 +106,8 @@ def train_cmd(
     init_from: Path = typer.Option(None, help="a T2V teacher folder to convert (widen to 2C+1 channels) and fine-tune"),
     image_padding: str = typer.Option("zero", help="first-frame latent in the I2V concat channels: zero (Magic 1-For-1) "
                                       "or repeat (over every latent frame; docs/DECISIONS.md)"),
+    embed_tokens: int = typer.Option(1, help="tokens per side the patch embedding reads (odd; 1 = diffusers' "
+                                     "layout; docs/DECISIONS.md)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
@@ -130,7 +132,7 @@ def train_cmd(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
         num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
         sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-        dit={"image_padding": image_padding})
+        dit={"image_padding": image_padding, "embed_tokens": embed_tokens})
 
 
 @app.command("distill")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Strict(BaseModel):
@@ -105,6 +105,17 @@ class DiTConfig(Strict):
     # The first-frame latent in the I2V concat channels: "zero"-padded over time (Magic 1-For-1) or
     # "repeat"ed over every latent frame (a recorded deviation; docs/DECISIONS.md, "Known defect").
     image_padding: Literal["zero", "repeat"] = "zero"
+    # Tokens per side the patch embedding reads (odd): 1 = diffusers' layout (a token sees its own 2x2
+    # latent pixels); k > 1 widens the kernel to k x k tokens, so a face that moved by up to (k - 1) / 2
+    # tokens is a linear map of the embedding's input (models/patch_embed.py; docs/DECISIONS.md).
+    embed_tokens: int = Field(1, ge=1)
+
+    @field_validator("embed_tokens")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd (the kernel is centred on its token), got {v}")
+        return v
 
 
 class TeacherTrainConfig(Strict):

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..config import DiTConfig
 from .i2v import IMAGE_PADDINGS, convert_t2v_to_i2v, i2v_input
+from .patch_embed import embed_tokens, set_embed_tokens
 from .text import TextEmbedding
 from .vision import PatchVisionEncoder
 
@@ -60,7 +61,7 @@ class Condition:
 def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
     from diffusers import HunyuanVideoTransformer3DModel
 
-    return HunyuanVideoTransformer3DModel(
+    transformer = HunyuanVideoTransformer3DModel(
         in_channels=in_channels or cfg.latent_channels,
         out_channels=cfg.latent_channels,
         num_attention_heads=cfg.hidden_heads,
@@ -75,6 +76,31 @@ def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
         pooled_projection_dim=cfg.text_dim,
         rope_axes_dim=tuple(cfg.rope_axes_dim),
     )
+    return set_embed_tokens(transformer, cfg.embed_tokens)
+
+
+def load_transformer(path: Path, meta: dict, dtype: torch.dtype):
+    """A model folder's ``transformer/``. diffusers' loader expects its own patch embedding, so a wider
+    one (dit.json ``embed_tokens`` > 1) is built from the config, widened, then loaded strictly."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    tokens = meta.get("embed_tokens", 1)
+    if tokens == 1:
+        return HunyuanVideoTransformer3DModel.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    weights = path / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"no weights at {weights}")
+    transformer = empty_transformer(path, tokens)
+    transformer.load_state_dict(load_file(str(weights)))
+    return transformer.to(dtype)
+
+
+def empty_transformer(path: Path, tokens: int = 1):
+    """The transformer of ``path``'s config.json with a ``tokens``-wide embedding, weights not loaded."""
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    return set_embed_tokens(HunyuanVideoTransformer3DModel.from_config(HunyuanVideoTransformer3DModel.load_config(str(path))),
+                            tokens)
 
 
 class VideoDiT(nn.Module):
@@ -182,13 +208,13 @@ class VideoDiT(nn.Module):
             save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
         meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim,
                 "prediction": self.prediction, "image_padding": self.image_padding, **extra,
-                "weights_dtype": str(self.dtype).removeprefix("torch.")}  # what is stored, whatever a source said
+                # what is stored, whatever a source said
+                "embed_tokens": embed_tokens(self.transformer.x_embedder.proj),
+                "weights_dtype": str(self.dtype).removeprefix("torch.")}
         (path / "dit.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu") -> "VideoDiT":
-        from diffusers import HunyuanVideoTransformer3DModel
-
         path = Path(path)
         if not (path / "transformer" / "config.json").is_file():
             raise ValueError(f"no DiT at {path}: expected transformer/config.json (a magicdistill model folder)")
@@ -197,8 +223,7 @@ class VideoDiT(nn.Module):
             from ..quant.folder import load_quantized_dit
 
             return load_quantized_dit(path, meta, dtype=dtype, device=device)
-        transformer = HunyuanVideoTransformer3DModel.from_pretrained(str(path / "transformer"), torch_dtype=dtype,
-                                                                     local_files_only=True)
+        transformer = load_transformer(path / "transformer", meta, dtype)
         vision = None
         if (path / "vision.safetensors").is_file():
             vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"])

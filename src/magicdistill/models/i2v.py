@@ -7,13 +7,15 @@ recorded deviation, docs/DECISIONS.md: a small DiT then sees the image at each f
 positions, so rendering a moved head is a local operation; the mask still marks frame 0).
 A T2V checkpoint becomes I2V by widening the patch embedding from C to 2C + 1 input channels:
 the old weights go to the first C channels and the new ones start at zero, so the converted model
-computes exactly the T2V function at step 0.
+computes exactly the T2V function at step 0 (models/patch_embed.py; a wider embedding kernel is kept).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .patch_embed import widen_patch_embedding
 
 
 IMAGE_PADDINGS = ("zero", "repeat")
@@ -34,20 +36,6 @@ def i2v_input(x_t: torch.Tensor, image_latent: torch.Tensor, padding: str = "zer
     mask = torch.zeros(b, 1, t, h, w, dtype=x_t.dtype, device=x_t.device)
     mask[:, :, :1] = 1.0
     return torch.cat([x_t, padded, mask], dim=1)
-
-
-@torch.no_grad()
-def widen_patch_embedding(conv: nn.Conv3d, new_in: int) -> nn.Conv3d:
-    """A copy of ``conv`` with ``new_in`` input channels: old weights first, new ones zero."""
-    if new_in < conv.in_channels:
-        raise ValueError(f"cannot narrow a patch embedding from {conv.in_channels} to {new_in} channels")
-    wide = nn.Conv3d(new_in, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                     bias=conv.bias is not None, dtype=conv.weight.dtype, device=conv.weight.device)
-    wide.weight.zero_()
-    wide.weight[:, : conv.in_channels] = conv.weight
-    if conv.bias is not None:
-        wide.bias.copy_(conv.bias)
-    return wide
 
 
 def convert_t2v_to_i2v(transformer: nn.Module) -> nn.Module:

@@ -70,7 +70,11 @@ def save_quantized_dit(dit, out_dir: Path, meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     dit.transformer.save_config(str(out_dir / "transformer"))
     _save_int8(dit, out_dir / DIT_WEIGHTS)
-    (out_dir / "dit.json").write_text(json.dumps({**meta, "has_vision": dit.vision is not None}, indent=1))
+    from ..models.patch_embed import embed_tokens
+
+    (out_dir / "dit.json").write_text(json.dumps(
+        {**meta, "has_vision": dit.vision is not None, "embed_tokens": embed_tokens(dit.transformer.x_embedder.proj)},
+        indent=1))
 
 
 def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text_encoder_dir: Path,
@@ -96,16 +100,13 @@ def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text
 
 
 def load_quantized_dit(path: Path, meta: dict, *, dtype: torch.dtype = torch.float32, device="cpu"):
-    from diffusers import HunyuanVideoTransformer3DModel
-
-    from ..models.dit import VideoDiT
+    from ..models.dit import VideoDiT, empty_transformer
     from ..models.vision import PatchVisionEncoder
 
     path = Path(path)
     if not (path / DIT_WEIGHTS).is_file():
         raise ValueError(f"{path} is marked quantized but has no {DIT_WEIGHTS}: re-run `magicdistill quantize`")
-    transformer = HunyuanVideoTransformer3DModel.from_config(
-        HunyuanVideoTransformer3DModel.load_config(str(path / "transformer")))
+    transformer = empty_transformer(path / "transformer", meta.get("embed_tokens", 1))
     vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"]) if meta.get("has_vision", True) else None
     model = VideoDiT.from_parts(transformer, vision, meta)
     _load_int8(model, path / DIT_WEIGHTS, dtype)
