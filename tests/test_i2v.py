@@ -216,3 +216,46 @@ def test_prediction_parametrisations_give_exact_velocities(tiny_dit_cfg):
     assert VideoDiT.tiny(tiny_dit_cfg, "t2v").prediction == "x0"  # no first frame to build on
     with pytest.raises(ValueError, match="prediction must be"):
         VideoDiT(tiny_transformer(tiny_dit_cfg), prediction="eps")
+
+
+def test_gated_skip_passes_the_input_through_only_where_the_gate_and_the_noise_allow(tiny_dit_cfg, tmp_path):
+    """skip 'gated': x0_hat = m + a (x_t - (1 - sigma) m) / (1 - sigma) + (1 - a) F,
+    a = sigmoid(logits) (1 - sigma)^2 / ((1 - sigma)^2 + sigma^2)."""
+    cfg = tiny_dit_cfg.model_copy(update={"skip": "gated"})
+    torch.manual_seed(0)
+    dit = VideoDiT.tiny(cfg, "i2v").eval()
+    c = cfg.latent_channels
+    assert dit.transformer.config.out_channels == 2 * c and dit.latent_channels == c
+    assert torch.all(dit.transformer.proj_out.bias.view(2 * c, -1)[c:] == -2.0)  # gates start mostly closed
+    assert torch.all(dit.transformer.proj_out.bias.view(2 * c, -1)[:c] != -2.0)
+    x, ctx, mask, pooled, img = _inputs(cfg)
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(2, c, 3, 8, 8, generator=g)
+    out = lambda logit: torch.cat([f, torch.full_like(f, logit)], dim=1)  # noqa: E731
+    s = lambda v: torch.tensor([v, v])  # noqa: E731
+    torch.testing.assert_close(dit.x0_hat(x, s(1e-4), out(30.0), img), x, atol=2e-3, rtol=0)  # open, clean: copy
+    torch.testing.assert_close(dit.x0_hat(x, s(1e-4), out(-30.0), img), img + f)  # closed: the prediction
+    torch.testing.assert_close(dit.x0_hat(x, s(1.0), out(30.0), img), img + f)  # pure noise: nothing to copy
+    sig, logit = 0.3, 0.4
+    a = torch.sigmoid(torch.tensor(logit)) * (1 - sig) ** 2 / ((1 - sig) ** 2 + sig ** 2)
+    want = img + a * (x - (1 - sig) * img) / (1 - sig) + (1 - a) * f
+    torch.testing.assert_close(dit.x0_hat(x, s(sig), out(logit), img), want)
+    # T2V (plain x0): the same gate around x_t / (1 - sigma)
+    t2v = VideoDiT.tiny(cfg, "t2v")
+    torch.testing.assert_close(t2v.x0_hat(x, s(sig), out(logit), None), a * x / (1 - sig) + (1 - a) * f)
+    # the velocity is (x_t - x0_hat) / sigma with that x0_hat
+    cond = Condition(ctx, mask, pooled, img)
+    with torch.no_grad():
+        raw = dit.transformer(i2v_input(x, img), s(0.6) * 1000, ctx, mask, pooled, return_dict=False)[0]
+        torch.testing.assert_close(dit(x, s(0.6), cond), (x - dit.x0_hat(x, s(0.6), raw, img)) / 0.6)
+    # saved and loaded with the folder
+    dit.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "dit.json").read_text())["skip"] == "gated"
+    loaded = VideoDiT.load(tmp_path / "m")
+    assert loaded.skip == "gated" and loaded.latent_channels == c
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, s(0.6), cond), dit(x, s(0.6), cond))
+    with pytest.raises(ValueError, match="needs an x0 prediction"):
+        VideoDiT(tiny_transformer(tiny_dit_cfg), prediction="v", skip="gated")
+    with pytest.raises(ValueError, match="skip must be one of"):
+        VideoDiT(tiny_transformer(tiny_dit_cfg), prediction="x0", skip="wiener")

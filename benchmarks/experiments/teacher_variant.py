@@ -12,9 +12,10 @@ Model:
 - --embed-kernel 5 --image-padding repeat: each token's patch embedding also reads the 2 tokens around it
   on every side (DiTConfig.embed_tokens: a 10x10 latent-pixel kernel, stride 2), and every latent frame
   carries the first frame. Copying the face from a nearby token is then a linear map of the input.
+- --skip gated: a learned skip around the x0 prediction that passes the input through at small sigma.
 
     OMP_NUM_THREADS=2 python benchmarks/experiments/teacher_variant.py --out DIR [--grid-px 4] [--pose-start rising]
-        [--embed-kernel 5] [--image-padding repeat] [--steps 3000] [--clips 16]
+        [--embed-kernel 5] [--image-padding repeat] [--skip gated] [--steps 3000] [--clips 16]
 """
 import argparse
 import dataclasses
@@ -35,6 +36,7 @@ ap.add_argument("--grid-px", type=int, default=0)
 ap.add_argument("--pose-start", choices=synthetic.POSE_STARTS, default="random")
 ap.add_argument("--embed-kernel", type=int, default=1, help="tokens per side the patch embedding reads (odd)")
 ap.add_argument("--image-padding", choices=("zero", "repeat"), default="zero")
+ap.add_argument("--skip", choices=("none", "gated"), default="none", help="DiTConfig.skip")
 ap.add_argument("--steps", type=int, default=3000)
 ap.add_argument("--clips", type=int, default=16)
 a = ap.parse_args()
@@ -46,7 +48,7 @@ synthetic.SyntheticVideoConfig.of = classmethod(
 
 cfg = TeacherTrainConfig.strict_update(TeacherTrainConfig(), steps=a.steps, num_clips=2000, lr=4e-4, seed=0,
                                        vae_dir=str(SHIPPED_DIR / "vae"),
-                                       dit={"image_padding": a.image_padding, "embed_tokens": a.embed_kernel})
+                                       dit={"image_padding": a.image_padding, "embed_tokens": a.embed_kernel, "skip": a.skip})
 teacher = Path(a.out) / "teacher"
 if not teacher.is_dir():  # the shipped teacher's recipe (checkpoints/tiny/RECORD.md), changed as asked
     teacher_training.train_teacher(cfg, a.out)

@@ -108,6 +108,8 @@ def train_cmd(
                                       "or repeat (over every latent frame; docs/DECISIONS.md)"),
     embed_tokens: int = typer.Option(1, help="tokens per side the patch embedding reads (odd; 1 = diffusers' "
                                      "layout; docs/DECISIONS.md)"),
+    skip: str = typer.Option("none", help="none | gated (a learned skip that passes the input through at small "
+                             "noise; docs/DECISIONS.md)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
@@ -132,7 +134,7 @@ def train_cmd(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
         num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
         sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-        dit={"image_padding": image_padding, "embed_tokens": embed_tokens})
+        dit={"image_padding": image_padding, "embed_tokens": embed_tokens, "skip": skip})
 
 
 @app.command("distill")

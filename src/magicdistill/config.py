@@ -109,6 +109,10 @@ class DiTConfig(Strict):
     # latent pixels); k > 1 widens the kernel to k x k tokens, so a face that moved by up to (k - 1) / 2
     # tokens is a linear map of the embedding's input (models/patch_embed.py; docs/DECISIONS.md).
     embed_tokens: int = Field(1, ge=1)
+    # "gated": a learned skip around the x0 prediction that can pass the input through where it is
+    # clean enough, closed as the noise grows (VideoDiT.x0_hat; measured: docs/DECISIONS.md). "none":
+    # x0 is the network's output alone, which must then re-create the input's detail at small sigma.
+    skip: Literal["none", "gated"] = "none"
 
     @field_validator("embed_tokens")
     @classmethod

@@ -7,7 +7,8 @@ HunyuanVideo-13B at a small config. The wrapper owns the conventions of method.m
   prediction, the tiny default) has it converted here, v = (x_t - x0_hat) / max(sigma, SIGMA_FLOOR),
   so samplers, losses and distillation see one convention; "x0_image_residual" (I2V only) predicts
   x0 as the first-frame latent repeated over time plus the network's output, so a still video
-  costs the network nothing and its capacity goes to the motion;
+  costs the network nothing and its capacity goes to the motion; skip "gated" lets the network pass
+  its input through where the input is clean enough (VideoDiT.x0_hat);
 - I2V input is the 2C + 1 channel concat (models/i2v.py), the image latent zero- or repeat-padded;
 - multi-modal guidance: image tokens from a vision encoder come first in the context, then the
   text tokens (the transformer's mask requires valid tokens to form a prefix).
@@ -36,6 +37,8 @@ from .vision import PatchVisionEncoder
 # sigma = 0. Below it x0_hat = x_t - sigma v blends x_t and the prediction (both ~ x0 there).
 SIGMA_FLOOR = 0.05
 PREDICTIONS = ("v", "x0", "x0_image_residual")
+SKIPS = ("none", "gated")
+GATE_INIT = -2.0  # initial gate logits of skip "gated": sigmoid(-2) = 0.12, mostly closed
 
 
 @dataclass
@@ -63,7 +66,7 @@ def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
 
     transformer = HunyuanVideoTransformer3DModel(
         in_channels=in_channels or cfg.latent_channels,
-        out_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels * (2 if cfg.skip == "gated" else 1),  # gated: x0 and the gate logits
         num_attention_heads=cfg.hidden_heads,
         attention_head_dim=cfg.head_dim,
         num_layers=cfg.num_layers,
@@ -105,10 +108,14 @@ def empty_transformer(path: Path, tokens: int = 1):
 
 class VideoDiT(nn.Module):
     def __init__(self, transformer: nn.Module, vision: nn.Module | None = None, *, image_tokens: int = 0,
-                 prediction: str = "v", image_padding: str = "zero"):
+                 prediction: str = "v", image_padding: str = "zero", skip: str = "none"):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if skip not in SKIPS:
+            raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
+        if skip != "none" and prediction == "v":
+            raise ValueError("a skip connection needs an x0 prediction ('x0' or 'x0_image_residual')")
         if image_padding not in IMAGE_PADDINGS:
             raise ValueError(f"image_padding must be one of {IMAGE_PADDINGS}, got {image_padding!r}")
         self.transformer = transformer
@@ -116,20 +123,24 @@ class VideoDiT(nn.Module):
         self.image_tokens = image_tokens if vision is not None else 0
         self.prediction = prediction
         self.image_padding = image_padding
+        self.skip = skip
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
     def tiny(cls, cfg: DiTConfig, task: str = "i2v") -> "VideoDiT":
         """A fresh tiny model. I2V is built the Magic 1-For-1 way: T2V first, then widened."""
         transformer = tiny_transformer(cfg)
+        if cfg.skip == "gated":  # start mostly closed: an open copy lets noise through until the net learns where not to
+            with torch.no_grad():
+                transformer.proj_out.bias.view(2 * cfg.latent_channels, -1)[cfg.latent_channels:] = GATE_INIT
         if task == "i2v":
             convert_t2v_to_i2v(transformer)
             vision = PatchVisionEncoder(cfg.text_dim, cfg.image_tokens)
             return cls(transformer, vision, image_tokens=cfg.image_tokens, prediction=cfg.prediction,
-                       image_padding=cfg.image_padding)
+                       image_padding=cfg.image_padding, skip=cfg.skip)
         # a T2V model has no first frame to build on (converted to I2V later, it keeps this)
         return cls(transformer, prediction="x0" if cfg.prediction == "x0_image_residual" else cfg.prediction,
-                   image_padding=cfg.image_padding)
+                   image_padding=cfg.image_padding, skip=cfg.skip)
 
     @property
     def is_i2v(self) -> bool:
@@ -137,7 +148,8 @@ class VideoDiT(nn.Module):
 
     @property
     def latent_channels(self) -> int:
-        return self.transformer.config.out_channels
+        out = self.transformer.config.out_channels
+        return out // 2 if self.skip == "gated" else out
 
     @property
     def dtype(self) -> torch.dtype:
@@ -192,12 +204,30 @@ class VideoDiT(nn.Module):
         out = self.transformer(x, sigma * 1000.0, cond.context, cond.mask, cond.pooled,
                                attention_kwargs=attention_kwargs, return_dict=False, **kwargs)[0]
         if self.prediction != "v":
-            x0_hat = out.float()
-            if self.prediction == "x0_image_residual":
-                x0_hat = x0_hat + cond.image_latent.float()  # broadcast over latent frames
+            x0_hat = self.x0_hat(x_t.float(), sigma, out.float(), cond.image_latent)
             s = sigma.clamp(min=SIGMA_FLOOR).view(-1, *([1] * (x_t.ndim - 1)))
             return ((x_t.float() - x0_hat) / s).to(x_t.dtype)
         return out.to(x_t.dtype)
+
+    def x0_hat(self, x_t: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor,
+               image_latent: torch.Tensor | None) -> torch.Tensor:
+        """x0 from the transformer's output ``out``. "x0": out; "x0_image_residual": m + out, m the image
+        latent repeated over time. Skip "gated": out also holds gate logits, g = sigmoid(logits) per
+        latent value, and x0_hat = m + a (x_t - (1 - sigma) m) / (1 - sigma) + (1 - a) F with
+        a = g w(sigma), w = (1 - sigma)^2 / ((1 - sigma)^2 + sigma^2). Where the input is clean enough the
+        network passes it through (the copy) instead of re-creating it through its final LayerNorm, which
+        a small model does imprecisely; w closes the copy as the noise grows, and the gate closes it
+        where the network knows better (a still background: no noise passed). docs/DECISIONS.md."""
+        m = image_latent.float() if self.prediction == "x0_image_residual" else None
+        if self.skip == "none":
+            return out if m is None else out + m  # m broadcasts over latent frames
+        c = out.shape[1] // 2
+        f, logits = out[:, :c], out[:, c:]
+        sig = sigma.view(-1, *([1] * (x_t.ndim - 1)))
+        base = torch.zeros_like(x_t[:, :, :1]) if m is None else m
+        copy = (x_t - (1 - sig) * base) / (1 - sig).clamp(min=1e-3)  # the residual seen through the noise
+        a = torch.sigmoid(logits) * (1 - sig) ** 2 / ((1 - sig) ** 2 + sig ** 2)
+        return base + a * copy + (1 - a) * f
 
     # --- persistence ------------------------------------------------------------------------------
     def save(self, path: str | Path, **extra) -> None:
@@ -207,7 +237,7 @@ class VideoDiT(nn.Module):
         if self.vision is not None:
             save_file({k: v.contiguous() for k, v in self.vision.state_dict().items()}, str(path / "vision.safetensors"))
         meta = {"image_tokens": self.image_tokens, "text_dim": self.transformer.config.text_embed_dim,
-                "prediction": self.prediction, "image_padding": self.image_padding, **extra,
+                "prediction": self.prediction, "image_padding": self.image_padding, "skip": self.skip, **extra,
                 # what is stored, whatever a source said
                 "embed_tokens": embed_tokens(self.transformer.x_embedder.proj),
                 "weights_dtype": str(self.dtype).removeprefix("torch.")}
@@ -236,6 +266,6 @@ class VideoDiT(nn.Module):
         """The wrapper around loaded parts, configured by a folder's dit.json (missing keys: the
         defaults of folders written before they existed)."""
         model = cls(transformer, vision, image_tokens=meta.get("image_tokens", 0), prediction=meta.get("prediction", "v"),
-                    image_padding=meta.get("image_padding", "zero"))
+                    image_padding=meta.get("image_padding", "zero"), skip=meta.get("skip", "none"))
         model.meta = meta
         return model
