@@ -12,6 +12,7 @@ model's own recorded sampler (50 steps, its CFG guidance and shift; --guidance o
   The ground truth's value is printed alongside: above it = the token patchwork of the known
   defect (docs/DECISIONS.md). Also printed apart for clips whose head moves (sways or nods) and
   clips whose head keeps still: the patchwork follows head motion.
+--guidance and --shift override every model's recorded sampler.
 --sheet writes a contact sheet: per clip, truth then each model, every 2nd frame.
 --split train samples training identities instead (same clips for every model): is a failure
 about unseen faces or about the motion?
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--sheet", default=None)
     ap.add_argument("--sheet-clips", type=int, default=6)
     ap.add_argument("--guidance", type=float, default=None, help="for every model [default: each model's own]")
+    ap.add_argument("--shift", type=float, default=None, help="sampling shift for every model [default: each model's own]")
     ap.add_argument("--split", choices=("test", "train"), default="test")
     args = ap.parse_args()
     probe = load_probe()
@@ -74,7 +76,8 @@ def main() -> None:
           f"{blockiness_line(truth, moving)}")
     rows = [truth]
     for name, pipe in zip(args.models, pipes):
-        rec = {**model_sampler(pipe.dit.meta), **({"guidance": args.guidance} if args.guidance is not None else {})}
+        given = {"guidance": args.guidance, "shift": args.shift}
+        rec = {**model_sampler(pipe.dit.meta), **{k: v for k, v in given.items() if v is not None}}
         text = pipe.text_encoder(captions)
         out = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, video[:, :, 0], num_frames=video.shape[2],
                            seed=args.seed, steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"])

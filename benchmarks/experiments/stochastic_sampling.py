@@ -2,7 +2,7 @@
 Euler steps with CFG that re-noise: x' = (1 - s') x0_hat + s' (sqrt(1 - eta^2) eps_hat + eta * fresh noise);
 eta 0 is the usual ODE sampler. Prints PSNR to the truth and blockiness (benchmarks/compare_teachers.py) per eta.
 
-    OMP_NUM_THREADS=2 python benchmarks/experiments/stochastic_sampling.py [--model DIR] [--clips 6] [--etas 0 0.5 1]
+    OMP_NUM_THREADS=2 python benchmarks/experiments/stochastic_sampling.py [--model DIR] [--clips 6] [--etas 0 0.5 1] [--sheet S.png]
 """
 import argparse
 import sys
@@ -17,6 +17,7 @@ from magicdistill.demo import held_out_clips, psnr  # noqa: E402
 from magicdistill.flow import sigma_schedule  # noqa: E402
 from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, conditions  # noqa: E402
 from magicdistill.sampling import guided_velocity  # noqa: E402
+from magicdistill.video import contact_sheet, tensor_to_frames  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=str(SHIPPED_DIR / "teacher"))
@@ -25,6 +26,7 @@ ap.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
 ap.add_argument("--guidance", type=float, default=2.0)
 ap.add_argument("--steps", type=int, default=50)
 ap.add_argument("--shift", type=float, default=5.0)
+ap.add_argument("--sheet", default=None, help="a contact sheet: per clip, truth then each eta")
 a = ap.parse_args()
 torch.set_grad_enabled(False)
 pipe = I2VPipeline.from_dir(a.model)
@@ -32,6 +34,7 @@ video, captions = held_out_clips(pipe.dit.meta, a.clips, 0)
 text = pipe.text_encoder(captions)
 truth = pipe.vae.decode(pipe.vae.encode(video))
 sig = sigma_schedule(a.steps, a.shift)
+rows = [truth]
 for eta in a.etas:
     outs = []
     for i in range(a.clips):
@@ -46,5 +49,9 @@ for eta in a.etas:
         x[:, :, :1] = img
         outs.append(pipe.vae.decode(x))
     out = torch.cat(outs)
+    rows.append(out)
     print(f"eta {eta:g}: PSNR {psnr(out, truth):.2f} dB, blockiness {blockiness(out):.3f} (truth {blockiness(truth):.3f})",
           flush=True)
+if a.sheet:
+    contact_sheet([tensor_to_frames(r[i]) for i in range(a.clips) for r in rows], every=2, zoom=2).save(a.sheet)
+    print(a.sheet)
