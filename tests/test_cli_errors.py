@@ -80,12 +80,23 @@ def test_train_config_errors(tmp_path):
     r = run("train", "--out", str(tmp_path / "run"), "--config", str(cfg))
     assert r.returncode == 2 and "steps" in r.stderr
     assert not (tmp_path / "run").exists()
+    for flags, needle in ((["--embed-tokens", "4"], "embed_tokens"), (["--skip", "wiener"], "skip"),
+                          (["--train-shift", "0"], "train_shift")):
+        r = run("train", "--out", str(tmp_path / "run"), *flags, "--dry-run")
+        lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_dry_run_prints_resolved_config(tmp_path):
     r = run("train", "--out", str(tmp_path / "run"), "--steps", "7", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert '"steps": 7' in r.stdout and '"task": "i2v"' in r.stdout
+    r = run("train", "--out", str(tmp_path / "run"), "--embed-tokens", "5", "--skip", "gated", "--image-padding", "repeat",
+            "--train-shift", "1", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    for field in ('"embed_tokens": 5', '"skip": "gated"', '"image_padding": "repeat"', '"train_shift": 1.0'):
+        assert field in r.stdout, field
     assert not (tmp_path / "run").exists()
 
 
