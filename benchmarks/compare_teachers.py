@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--sheet-clips", type=int, default=6)
     ap.add_argument("--guidance", type=float, default=None, help="for every model [default: each model's own]")
     ap.add_argument("--shift", type=float, default=None, help="sampling shift for every model [default: each model's own]")
+    ap.add_argument("--eta", type=float, default=None, help="stochastic Euler for every model [default: each model's own]")
     ap.add_argument("--split", choices=("test", "train"), default="test")
     args = ap.parse_args()
     probe = load_probe()
@@ -76,13 +77,13 @@ def main() -> None:
           f"{blockiness_line(truth, moving)}")
     rows = [truth]
     for name, pipe in zip(args.models, pipes):
-        given = {"guidance": args.guidance, "shift": args.shift}
+        given = {"guidance": args.guidance, "shift": args.shift, "eta": args.eta}
         rec = {**model_sampler(pipe.dit.meta), **{k: v for k, v in given.items() if v is not None}}
         text = pipe.text_encoder(captions)
         out = sample_clips(pipe.dit, pipe.vae, text, pipe.null_text, video[:, :, 0], num_frames=video.shape[2],
-                           seed=args.seed, steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"])
+                           seed=args.seed, steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"], eta=rec["eta"])
         m = evaluate_videos(out, truth, extractor=probe, cond_images=video[:, :, 0])
-        print(f"{name}: {rec['steps']} steps, guidance {rec['guidance']:g}, shift {rec['shift']:g} | "
+        print(f"{name}: {rec['steps']} steps, guidance {rec['guidance']:g}, shift {rec['shift']:g}, eta {rec['eta']:g} | "
               f"FVD {m['fvd']:.1f}  FID {m['fid']:.2f}  average {m['average']:.4f}  motion_ratio {m['motion_ratio']:.3f}  "
               f"PSNR {psnr(out, truth):.2f} dB  {blockiness_line(out, moving)}", flush=True)
         rows.append(out)

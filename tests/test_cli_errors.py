@@ -37,6 +37,7 @@ def _assert_one_line_error(r, out, needle):
     ("zero_frames", "--frames must be > 0"),
     ("neg_frames", "--frames must be > 0"),
     ("bad_steps", "--steps must be >= 1"),
+    ("bad_eta", "--eta must be in [0, 1]"),
     ("bad_out", "must end in .mp4"),
     ("unknown_option", "No such option"),
     ("bad_type", "--frames"),
@@ -61,6 +62,8 @@ def test_generate_bad_input(tmp_path, png, case, needle):
         args += ["--frames", "-3"]
     elif case == "bad_steps":
         args += ["--steps", "0"]
+    elif case == "bad_eta":
+        args += ["--eta", "1.5"]
     elif case == "bad_out":
         out = tmp_path / "out" / "video.avi"
         args[-1] = str(out)
@@ -103,7 +106,10 @@ def test_dry_run_prints_resolved_config(tmp_path):
 def test_sampler_settings_precedence():
     from magicdistill.generate import sampler_settings
 
-    assert sampler_settings({}, None, None, None) == (50, 6.0, 5.0)
+    assert sampler_settings({}, None, None, None) == (50, 6.0, 5.0, 0.0)
     gen = {"sampler": {"steps": 4, "shift": 5.0, "guidance": 1.0}}
-    assert sampler_settings(gen, None, None, None) == (4, 1.0, 5.0)
-    assert sampler_settings(gen, 8, 2.0, 3.0) == (8, 2.0, 3.0)
+    assert sampler_settings(gen, None, None, None) == (4, 1.0, 5.0, 0.0)
+    assert sampler_settings(gen, 8, 2.0, 3.0, 0.5) == (8, 2.0, 3.0, 0.5)
+    teacher = {"sampler": {"steps": 50, "shift": 5.0, "guidance": 2.0, "eta": 1.0}}
+    assert sampler_settings(teacher, None, None, None) == (50, 2.0, 5.0, 1.0)
+    assert sampler_settings(teacher, None, None, None, 0.0)[3] == 0.0

@@ -214,6 +214,8 @@ def generate_cmd(
     guidance: float = typer.Option(None, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance [default: 6, "
                                               "or the model's]"),
     shift: float = typer.Option(None, help="timestep shift s of the sigma schedule [default: 5]"),
+    eta: float = typer.Option(None, help="0 = the Euler ODE; up to 1 = re-noise each step with fresh noise "
+                                         "(stochastic Euler) [default: the model's sampler, else 0]"),
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
     seconds: float = typer.Option(None, help="a long video of this many seconds (at most 600) by a sliding window "
@@ -240,8 +242,8 @@ def generate_cmd(
 
     try:
         t0 = time.time()
-        path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, seed=seed,
-                        frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
+        path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, eta=eta,
+                        seed=seed, frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
                         dtype=dtype, seconds=seconds, overlap=overlap, t2i=t2i, index=index, quantize=quantize,
                         compile=compile)
     except ValueError as e:

@@ -41,6 +41,7 @@ class Sampler:
     guidance: float
     shift: float
     kind: str = "euler"
+    eta: float = 0.0  # > 0: stochastic Euler (sampling.euler_sample)
 
     @property
     def nfe(self) -> int:
@@ -68,14 +69,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def samplers_for(pipe: I2VPipeline, generator_dir: Path, shipped_generator: Path | None) -> list[Sampler]:
     t = model_sampler(pipe.dit.meta)
-    out = [Sampler("teacher 50-step CFG", pipe.dit, 50, t["guidance"], t["shift"]),
-           Sampler("teacher 4-step CFG (Euler)", pipe.dit, 4, t["guidance"], t["shift"])]
+    out = [Sampler("teacher 50-step CFG", pipe.dit, 50, t["guidance"], t["shift"], eta=t["eta"]),
+           Sampler("teacher 4-step CFG (Euler)", pipe.dit, 4, t["guidance"], t["shift"], eta=t["eta"])]
     for name, folder in (("W2S 4-step (this demo)", generator_dir), ("W2S 4-step (shipped)", shipped_generator)):
         if folder is None or not (folder / "dit.json").is_file():
             continue
         dit = VideoDiT.load(folder)
         rec = model_sampler(dit.meta)
-        out.append(Sampler(name, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"]))
+        out.append(Sampler(name, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"], rec["eta"]))
     return out
 
 
@@ -111,7 +112,7 @@ def run_demo(out: str | Path, *, iters: int = 150, clips: int = 4, seed: int = 0
             with torch.no_grad():
                 v = sample_video(s.dit, pipe.vae, text.index(torch.tensor([i])), pipe.null_text, video[i:i + 1, :, 0],
                                  num_frames=meta["num_frames"], generator=torch.Generator().manual_seed(seed + i),
-                                 steps=s.steps, guidance=s.guidance, shift=s.shift, sampler=s.kind)
+                                 steps=s.steps, guidance=s.guidance, shift=s.shift, sampler=s.kind, eta=s.eta)
             seconds.append(time.time() - t)
             outs.append(v)
         videos[s.name] = torch.cat(outs)

@@ -25,7 +25,7 @@ def valid_frame_count(frames: int, temporal_ratio: int) -> int:
 
 
 def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: float, frames: int | None,
-               fps: float | None, dtype: str) -> None:
+               fps: float | None, dtype: str, eta: float = 0.0) -> None:
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: describe the video with --prompt")
     if out.suffix.lower() != ".mp4":
@@ -38,6 +38,8 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
         raise ValueError(f"--guidance must be >= 0, got {guidance}")
     if shift <= 0:
         raise ValueError(f"--shift must be > 0, got {shift}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"--eta must be in [0, 1], got {eta}")
     if frames is not None and frames <= 0:
         raise ValueError(f"--frames must be > 0, got {frames}")
     if frames is not None and frames > 4096:
@@ -48,12 +50,13 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
         raise ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype}")
 
 
-def sampler_settings(meta: dict, steps: int | None, guidance: float | None, shift: float | None) -> tuple[int, float, float]:
+def sampler_settings(meta: dict, steps: int | None, guidance: float | None, shift: float | None,
+                     eta: float | None = None) -> tuple[int, float, float, float]:
     """Explicit flags win; else the model folder's own sampler (a distilled generator records
-    its steps/shift/guidance); else the teacher's 50-step CFG defaults."""
+    its steps/shift/guidance, a teacher its guidance and eta); else the teacher's 50-step CFG defaults."""
     rec = model_sampler(meta)
     return (rec["steps"] if steps is None else steps, rec["guidance"] if guidance is None else guidance,
-            rec["shift"] if shift is None else shift)
+            rec["shift"] if shift is None else shift, rec["eta"] if eta is None else eta)
 
 
 def default_model(teacher: bool) -> Path:
@@ -62,7 +65,7 @@ def default_model(teacher: bool) -> Path:
 
 
 def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int | None = None,
-             guidance: float | None = None, shift: float | None = None, seed: int = 0, frames: int | None = None,
+             guidance: float | None = None, shift: float | None = None, eta: float | None = None, seed: int = 0, frames: int | None = None,
              fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
              vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
              seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
@@ -72,8 +75,9 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
     model_dir = Path(model) if model else default_model(teacher)
     meta = read_record(model_dir)
-    steps, guidance, shift = sampler_settings(meta, steps, guidance, shift)
-    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype)
+    steps, guidance, shift, eta = sampler_settings(meta, steps, guidance, shift, eta)
+    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
+               eta=eta)
     check_quantize(quantize)
     if compile:
         check_compile_available()
@@ -103,11 +107,11 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
     # 3. sample: one window, or a sliding window over many (long_video.py)
     if seconds is not None:
         frames_u8 = sample_long_video(pipe, cond_image, prompt, num_frames=long_frames, seed=seed, steps=steps,
-                                      guidance=guidance, shift=shift, progress=progress,
+                                      guidance=guidance, shift=shift, eta=eta, progress=progress,
                                       overlap=DEFAULT_OVERLAP if overlap is None else overlap)
     else:
         video = pipe(cond_image, prompt, num_frames=n_valid, seed=seed, steps=steps, guidance=guidance, shift=shift,
-                     progress=progress)
+                     eta=eta, progress=progress)
         frames_u8 = tensor_to_frames(video[:, :n])
     # 4. write (atomically); the chosen prior goes beside the video only once the video exists
     path = write_mp4(out, frames_u8, fps or pipe.spec.fps)

@@ -138,13 +138,14 @@ def pin_latents(known: torch.Tensor, start: int):
 
 @torch.no_grad()
 def sample_long_video(pipe: I2VPipeline, image: torch.Tensor, prompt: str, *, num_frames: int, seed: int = 0,
-                      steps: int, guidance: float, shift: float, overlap: int = DEFAULT_OVERLAP,
-                      colour_anchor: bool = True, progress: bool = True) -> np.ndarray:
+                      steps: int, guidance: float, shift: float, eta: float | None = None,
+                      overlap: int = DEFAULT_OVERLAP, colour_anchor: bool = True, progress: bool = True) -> np.ndarray:
     """image (1, 3, H, W) in [-1, 1] -> (num_frames, H, W, 3) uint8 frames, by the sliding window."""
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: describe the video")
     plan = WindowPlan(num_frames, pipe.spec.num_frames, pipe.vae.temporal_ratio, overlap)
-    kind = model_sampler(getattr(pipe.dit, "meta", {}))["kind"]
+    rec = model_sampler(getattr(pipe.dit, "meta", {}))
+    kind, eta = rec["kind"], rec["eta"] if eta is None else eta
     text = pipe.text_encoder([prompt])  # once: every window has the same prompt
     latent_frames = pipe.vae.latent_frames(plan.window_frames)
     chunks, prior, previous = [], image, None
@@ -153,7 +154,7 @@ def sample_long_video(pipe: I2VPipeline, image: torch.Tensor, prompt: str, *, nu
         # 1. denoise one native-length window on the prior (+ the pinned overlap)
         latents = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, prior, num_frames=plan.window_frames,
                                generator=window_generator(seed, k), steps=steps, guidance=guidance, shift=shift,
-                               decode=False, sampler=kind, wrap_model=wrap)
+                               decode=False, sampler=kind, eta=eta, wrap_model=wrap)
         # 2. decode this window alone and keep uint8 frames only
         frames = tensor_to_frames(pipe.vae.decode(latents)[0])
         if k > 0 and colour_anchor:

@@ -52,9 +52,10 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
                  image: torch.Tensor | None, *, num_frames: int, generator: torch.Generator, steps: int = 50,
                  guidance: float = 6.0, shift: float = 5.0, sigmas: torch.Tensor | None = None,
                  progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None,
-                 sampler: str = "euler", wrap_model=None) -> torch.Tensor:
+                 sampler: str = "euler", eta: float = 0.0, wrap_model=None) -> torch.Tensor:
     """-> video (B, 3, T, H, W) in [-1, 1] (or latents when ``decode`` is False).
 
+    ``eta`` > 0 makes the Euler sampler stochastic (sampling.euler_sample), its fresh noise from ``generator``.
     The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``.
     ``wrap_model(velocity_fn) -> velocity_fn`` constrains the sampling (long_video.py's overlap)."""
     b = text.tokens.shape[0]
@@ -80,7 +81,7 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
                                      generator=generator, progress=progress)
     else:
         latents = euler_sample(model, noise, cond, steps=steps, shift=shift, uncond=uncond, guidance=guidance,
-                               sigmas=sigmas, progress=progress)
+                               sigmas=sigmas, eta=eta, generator=generator, progress=progress)
     # 4. the first latent frame *is* the image (causal VAE): keep it exact
     if image_latent is not None:
         latents[:, :, :1] = image_latent
@@ -120,23 +121,25 @@ class I2VPipeline:
         return cls(dit, vae, enc, spec)
 
     def __call__(self, image: torch.Tensor | None, prompt: str, *, num_frames: int | None = None, seed: int = 0,
-                 steps: int = 50, guidance: float = 6.0, shift: float = 5.0, sigmas=None, progress: bool = False):
+                 steps: int = 50, guidance: float = 6.0, shift: float = 5.0, sigmas=None, eta: float | None = None,
+                 progress: bool = False):
+        """``eta`` None: the model folder's recorded sampler's (0, the ODE, unless it says otherwise)."""
         if not prompt or not prompt.strip():
             raise ValueError("the prompt is empty: describe the video")
         text = self.text_encoder([prompt])
         gen = torch.Generator().manual_seed(seed)
-        kind = model_sampler(getattr(self.dit, "meta", {}))["kind"]
+        rec = model_sampler(getattr(self.dit, "meta", {}))
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
-                            progress=progress, sampler=kind)[0]
+                            progress=progress, sampler=rec["kind"], eta=rec["eta"] if eta is None else eta)[0]
 
 
-TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0}
+TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0, "eta": 0.0}
 
 
 def model_sampler(meta: dict) -> dict:
     """How a model folder samples by default: its dit.json ``sampler`` over the teacher defaults
-    (50 Euler steps, CFG 6, shift 5). A shipped teacher records the guidance chosen for it."""
+    (50 Euler ODE steps, CFG 6, shift 5). A shipped teacher records the guidance (and eta) chosen for it."""
     return {**TEACHER_SAMPLER, **meta.get("sampler", {})}
 
 

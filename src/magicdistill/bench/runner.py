@@ -137,7 +137,7 @@ def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipe
     folder = distilled_generator(unit, settings, teacher_dir, out, device)
     dit = VideoDiT.load(folder, device=device)
     rec = model_sampler(dit.meta)
-    return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"])
+    return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"], rec["eta"])
 
 
 def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str) -> Path:
@@ -189,7 +189,7 @@ class Timed:
         t = time.perf_counter()
         v = sample_video(dit, self.pipe.vae, self.text.index(torch.tensor([i])), self.pipe.null_text,
                          held.first[i:i + 1] if dit.is_i2v or dit.vision is not None else None, num_frames=num_frames,
-                         generator=generator, steps=smp.steps, guidance=smp.guidance, shift=smp.shift, sampler=smp.kind,
+                         generator=generator, steps=smp.steps, guidance=smp.guidance, shift=smp.shift, sampler=smp.kind, eta=smp.eta,
                          size=tuple(held.truth.shape[-2:]))
         return v.cpu(), time.perf_counter() - t
 

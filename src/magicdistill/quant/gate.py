@@ -58,7 +58,7 @@ def _sample(pipe, image: torch.Tensor, prompt: str, seed: int) -> torch.Tensor:
     rec = model_sampler(pipe.dit.meta)
     return sample_video(pipe.dit, pipe.vae, pipe.text_encoder([prompt]), pipe.null_text, image,
                         num_frames=pipe.spec.num_frames, generator=torch.Generator().manual_seed(seed),
-                        steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"], sampler=rec["kind"],
+                        steps=rec["steps"], guidance=rec["guidance"], shift=rec["shift"], sampler=rec["kind"], eta=rec["eta"],
                         decode=False)
 
 
