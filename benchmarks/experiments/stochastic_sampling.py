@@ -1,6 +1,9 @@
 """Experiment (negative, docs/DECISIONS.md "Stop 9"): does a stochastic sampler hide the teacher's patchwork?
 Euler steps with CFG that re-noise: x' = (1 - s') x0_hat + s' (sqrt(1 - eta^2) eps_hat + eta * fresh noise);
 eta 0 is the usual ODE sampler. Prints PSNR to the truth and blockiness (benchmarks/compare_teachers.py) per eta.
+This re-noising is not marginal-preserving for eta > 0: it narrows the samples towards the mean (blur) when x0_hat
+is a posterior mean (tests/test_sampling.py). The library's stochastic sampler is DDIM's eta instead
+(sampling.euler_sample; `compare_teachers.py --eta`); this script stays as stop 9 and 11 ran it.
 
     OMP_NUM_THREADS=2 python benchmarks/experiments/stochastic_sampling.py [--model DIR] [--clips 6] [--etas 0 0.5 1] [--sheet S.png]
 """
