@@ -34,7 +34,8 @@ def test_eta_zero_is_the_plain_euler_step():
 def test_every_eta_lands_on_a_perfect_predictors_x0(eta):
     x0 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(2))
     perfect = lambda x, s, c: (x - x0) / s.view(-1, 1, 1)  # noqa: E731
-    out = euler_sample(perfect, torch.randn(2, 3, 4), DUMMY, steps=8, eta=eta, generator=torch.Generator().manual_seed(3))
+    out = euler_sample(perfect, torch.randn(2, 3, 4), DUMMY, steps=8, eta=eta,
+                       generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
 
 
@@ -63,7 +64,10 @@ def test_consistency_sampling_with_a_posterior_mean_shrinks_the_data():
 def test_fresh_noise_comes_from_the_generator():
     v = gaussian_velocity(0.5)
     noise = torch.randn(2, 5, generator=torch.Generator().manual_seed(6))
-    run = lambda seed: euler_sample(v, noise, DUMMY, steps=6, eta=0.5, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+
+    def run(seed):
+        return euler_sample(v, noise, DUMMY, steps=6, eta=0.5, generator=torch.Generator().manual_seed(seed))
+
     assert torch.equal(run(1), run(1))
     assert not torch.allclose(run(1), run(2))
     assert not torch.allclose(run(1), euler_sample(v, noise, DUMMY, steps=6))

@@ -65,8 +65,8 @@ def default_model(teacher: bool) -> Path:
 
 
 def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, steps: int | None = None,
-             guidance: float | None = None, shift: float | None = None, eta: float | None = None, seed: int = 0, frames: int | None = None,
-             fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
+             guidance: float | None = None, shift: float | None = None, eta: float | None = None, seed: int = 0,
+             frames: int | None = None, fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
              vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
              seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
              index: str | Path | None = None, quantize: str | None = None, compile: bool = False) -> Path:
