@@ -247,11 +247,11 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         "- **What was tried, and why this may differ from the paper.** The methods are implemented as "
         "docs/METHOD.md describes (one frozen backbone, one shared LoRA at scale alpha_weak for the real score and "
         "1.0 for the fake score, 5 fake updates per generator update, DMD2's GAN weights) and run here with the "
-        f"defaults of `magicdistill distill` at {settings.iters} iterations. The setting is a miniature: a 2.7 M-parameter "
-        "DiT on 64×64×17 synthetic portrait clips instead of a 13 B model at 540×960×129; metrics from the project's "
+        f"defaults of `magicdistill distill` at {settings.iters} iterations. The setting is a miniature: a DiT of a few "
+        "million parameters (checkpoints/tiny/RECORD.md) on 64×64×17 synthetic portrait clips instead of a 13 B model at 540×960×129; metrics from the project's "
         "probe network, not VBench's models; "
         f"{settings.clips} clips × {settings.seeds} seeds; one distillation seed per generator. The shipped teacher "
-        "has a known defect (blocky later frames wherever the face moves; docs/DECISIONS.md), and a distilled "
+        "has a known defect (faces break where the head moves; docs/DECISIONS.md, 'Known defect'), and a distilled "
         "generator can only be as good as the score it matches. Short runs barely move a generator away from its initialisation (the teacher), "
         "so differences between distilled rows at --quick sizes are mostly noise.",
     ]
@@ -267,7 +267,7 @@ def teacher_note(results: dict, settings: Settings, key: str = "fvd") -> list[st
     if not (ref.get(key) and few.get(key)) or ref[key]["mean"] <= few[key]["mean"]:
         return []
     line = (f"- **The teacher scores worse than its own few-step samples** ({metric_label(key)} {fmt(ref[key])} at "
-            f"{settings.reference_steps} steps vs {fmt(few[key])} at 4): its later frames are blocky (docs/DECISIONS.md, "
+            f"{settings.reference_steps} steps vs {fmt(few[key])} at 4): its faces break where the head moves (docs/DECISIONS.md, "
             "'Known defect'), and few-step samples are stiller and blurrier, which the probe finds closer to the truth. "
             "Distribution matching moves a generator towards the teacher, so here it moves away from the truth")
     m = "motion_ratio"
