@@ -27,7 +27,7 @@ import argparse
 
 import torch
 
-from magicdistill.demo import portrait_clips, psnr
+from magicdistill.demo import head_moves, portrait_clips, psnr
 from magicdistill.eval.probe import load_probe
 from magicdistill.eval.suite import evaluate_videos
 from magicdistill.pipeline import I2VPipeline, model_sampler, sample_clips
@@ -70,7 +70,7 @@ def main() -> None:
     pipes = [I2VPipeline.from_dir(m) for m in args.models]
     clips = portrait_clips(pipes[0].dit.meta, args.clips, 0, args.split)
     video, captions = torch.stack([frames_to_tensor(c.frames) for c in clips]), [c.caption for c in clips]
-    moving = torch.tensor([c.labels["sway"] > 0 or c.labels["nod"] > 0 for c in clips])
+    moving = torch.tensor([head_moves(c) for c in clips])
     truth = pipes[0].vae.decode(pipes[0].vae.encode(video))
     print(f"{args.clips} {'held-out' if args.split == 'test' else 'training-identity'} portraits "
           f"({int(moving.sum())} with head motion), sampling seed {args.seed}; ground truth through the VAE: "

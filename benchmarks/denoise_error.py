@@ -25,7 +25,7 @@ import torch
 
 from magicdistill.data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from magicdistill.flow import add_noise, x0_from_v
-from magicdistill.demo import portrait_clips
+from magicdistill.demo import head_moves, portrait_clips
 from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, conditions
 from magicdistill.config import DataConfig
 from magicdistill.video import frames_to_tensor
@@ -58,7 +58,7 @@ def main() -> None:
     k = args.channels
     groups = "" if k is None else f" {'model ch<' + str(k):>11} {'ch>=' + str(k):>7} {'trivial ch<' + str(k):>13} {'ch>=' + str(k):>7}"
     print(f"{'sigma':>6} {'x0 error / variance':>20}{groups}")
-    chan_var = x0[:, :, 1:].transpose(0, 1).flatten(1).var(1)
+    chan_var = channel_variance(x0)
     for s in args.sigmas:
         sigma = torch.full((len(clips),), s)
         x_t = add_noise(x0, eps, sigma)
@@ -72,15 +72,20 @@ def main() -> None:
         print(line)
 
 
+def channel_variance(x0: torch.Tensor) -> torch.Tensor:
+    """(C,) variance of each latent channel over the predicted frames (all but the first) of every clip."""
+    return x0[:, :, 1:].transpose(0, 1).flatten(1).var(1)
+
+
 def by_motion(pipe: I2VPipeline, args) -> None:
     clips = portrait_clips(pipe.dit.meta, args.clips, 0)
-    moving = torch.tensor([c.labels["sway"] > 0 or c.labels["nod"] > 0 for c in clips])
+    moving = torch.tensor([head_moves(c) for c in clips])
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])
     x0 = pipe.vae.encode(video)
     cond, _, _ = conditions(pipe.dit, pipe.vae, pipe.text_encoder([c.caption for c in clips]), pipe.null_text,
                             video[:, :, 0])
     k = 3 if args.channels is None else args.channels
-    chan_var = x0[:, :, 1:].transpose(0, 1).flatten(1).var(1).view(1, -1, 1, 1, 1)[:, k:]
+    chan_var = channel_variance(x0).view(1, -1, 1, 1, 1)[:, k:]
     print(f"model {args.model}, {args.clips} held-out portraits ({int(moving.sum())} with head motion): "
           f"one-step x0 error / variance over latent channels >= {k}, 2 noise draws")
     for s in args.sigmas or [0.2, 0.35, 0.5, 0.7]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from magicdistill.config import DataConfig, DiTConfig
-from magicdistill.demo import portrait_clips
+from magicdistill.demo import head_moves, portrait_clips
 from magicdistill.distill.losses import flow_matching_loss
 from magicdistill.flow import add_noise, x0_from_v
 from magicdistill.models.dit import VideoDiT
@@ -130,7 +130,7 @@ train_s = time.time() - t0
 dit.eval()
 with torch.no_grad():
     clips = [c for c in portrait_clips({"height": 64, "width": 64, "num_frames": 17, "fps": 8.0}, 48, 0)
-             if c.labels["sway"] > 0 or c.labels["nod"] > 0][:16]
+             if head_moves(c)][:16]
     video = torch.stack([frames_to_tensor(c.frames) for c in clips])
     x0 = vae.encode(video)
     cond = dit.condition(enc([c.caption for c in clips]), video[:, :, 0], vae.encode(video[:, :, :1]))

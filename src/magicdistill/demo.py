@@ -55,6 +55,11 @@ def portrait_clips(meta: dict, n: int, seed: int, split: str = "test") -> list:
     return [src.clip(i, portrait_only=True) for i in range(n)]
 
 
+def head_moves(clip) -> bool:
+    """Whether a portrait clip's head sways or nods (where the known defect lives; docs/DECISIONS.md)."""
+    return clip.labels["sway"] > 0 or clip.labels["nod"] > 0
+
+
 def held_out_clips(meta: dict, n: int, seed: int):
     """The first ``n`` portrait clips of the test split (held-out identities): (video, captions)."""
     clips = portrait_clips(meta, n, seed)

@@ -189,8 +189,8 @@ class Timed:
         t = time.perf_counter()
         v = sample_video(dit, self.pipe.vae, self.text.index(torch.tensor([i])), self.pipe.null_text,
                          held.first[i:i + 1] if dit.is_i2v or dit.vision is not None else None, num_frames=num_frames,
-                         generator=generator, steps=smp.steps, guidance=smp.guidance, shift=smp.shift, sampler=smp.kind, eta=smp.eta,
-                         size=tuple(held.truth.shape[-2:]))
+                         generator=generator, steps=smp.steps, guidance=smp.guidance, shift=smp.shift, sampler=smp.kind,
+                         eta=smp.eta, size=tuple(held.truth.shape[-2:]))
         return v.cpu(), time.perf_counter() - t
 
 
