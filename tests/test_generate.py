@@ -55,6 +55,31 @@ def test_same_seed_same_video_different_seed_different_video(pipe):
         pipe(img, " ", steps=1)
 
 
+def test_eta_is_seeded_keeps_the_first_frame_and_follows_the_models_record(pipe, monkeypatch):
+    """--eta through the pipeline: the same seed gives the same stochastic video, a different eta a
+    different one, the first frame stays the image, and a recorded sampler.eta is the default."""
+    img = frames_to_tensor(load_image(EXAMPLE, 64, 64)[None])[:, 0][None]
+    prompt = "The person is talking, blinks sometimes and sways the head slowly."
+    ode = pipe(img, prompt, seed=3, steps=4, num_frames=5)
+    sde = pipe(img, prompt, seed=3, steps=4, num_frames=5, eta=1.0)
+    assert torch.equal(sde, pipe(img, prompt, seed=3, steps=4, num_frames=5, eta=1.0))
+    assert (sde - ode).abs().mean() > 1e-3
+    torch.testing.assert_close(sde[:, 0], ode[:, 0])  # frame 0 is the image's latent in both
+    monkeypatch.setitem(pipe.dit.meta, "sampler", {**pipe.dit.meta.get("sampler", {}), "eta": 1.0})
+    assert torch.equal(pipe(img, prompt, seed=3, steps=4, num_frames=5), sde)
+    assert torch.equal(pipe(img, prompt, seed=3, steps=4, num_frames=5, eta=0.0), ode)
+
+
+def test_head_moves_is_the_sway_or_nod_label():
+    from magicdistill.demo import head_moves, portrait_clips
+    from magicdistill.pipeline import read_record
+
+    clips = portrait_clips(read_record(SHIPPED_DIR / "teacher"), 16, 0)
+    # the caption says so too: "sways the head ..." / "... and nods"
+    assert [head_moves(c) for c in clips] == ["sways" in c.caption or "nods" in c.caption for c in clips]
+    assert sum(head_moves(c) for c in clips) == 11  # the 11 of 16 that docs/DECISIONS.md counts
+
+
 def test_sample_clips_gives_clip_i_the_noise_of_seed_plus_i_whatever_the_other_clips(pipe):
     img = frames_to_tensor(load_image(EXAMPLE, 64, 64)[None])[:, 0][None]
     firsts = torch.cat([img, img.flip(-1)])
