@@ -63,22 +63,24 @@ def test_step_generator_is_a_pure_function_of_seed_and_step():
 
 def test_train_command_end_to_end_for_both_tasks(tmp_path):
     """`magicdistill train` at a tiny size: samples (a T2V model has no first frame: the size comes from the
-    data config), checkpoint, and a teacher folder that loads with its task and image padding."""
+    data config), checkpoint, and a teacher folder that loads with its task, image padding and the run's
+    guidance as its default sampler."""
     import pytest
 
-    from magicdistill.pipeline import SHIPPED_DIR
+    from magicdistill.pipeline import SHIPPED_DIR, model_sampler
     from magicdistill.train.teacher import train_teacher
 
     dit = {"hidden_heads": 2, "head_dim": 16, "num_layers": 1, "num_single_layers": 1, "rope_axes_dim": (4, 6, 6),
            "image_tokens": 4, "image_padding": "repeat"}
     for task in ("t2v", "i2v"):
         cfg = TeacherTrainConfig(task=task, steps=2, batch_size=2, num_clips=8, sample_every=2, checkpoint_every=1,
-                                 warmup=1, vae_dir=str(SHIPPED_DIR / "vae"), dit=dit)
+                                 warmup=1, vae_dir=str(SHIPPED_DIR / "vae"), dit=dit, guidance=1.5)
         train_teacher(cfg, str(tmp_path / task), cache_dir=str(tmp_path / "cache"))
         assert (tmp_path / task / "samples" / "step_000002.mp4").stat().st_size > 1000
         loaded = VideoDiT.load(tmp_path / task / "teacher")
         assert loaded.is_i2v == (task == "i2v") and loaded.meta["task"] == task
         assert loaded.image_padding == "repeat"
+        assert model_sampler(loaded.meta) == {"kind": "euler", "steps": 50, "guidance": 1.5, "shift": 5.0, "eta": 0.0}
         with pytest.raises(ValueError, match="already holds a run"):
             train_teacher(cfg, str(tmp_path / task), cache_dir=str(tmp_path / "cache"))
 

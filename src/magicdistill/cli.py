@@ -111,6 +111,8 @@ def train_cmd(
     skip: str = typer.Option("none", help="none | gated (a learned skip that passes the input through at small "
                              "noise; docs/DECISIONS.md)"),
     train_shift: float = typer.Option(3.0, help="training sigma = shift(logit-normal); 1 = SD3's logit-normal"),
+    guidance: float = typer.Option(2.0, help="CFG scale of the preview samples and of the sampler recorded in "
+                                   "teacher/dit.json"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     dtype: str = DTYPE_OPTION,
@@ -135,7 +137,7 @@ def train_cmd(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
         num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
         sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-        train_shift=train_shift,
+        train_shift=train_shift, guidance=guidance,
         dit={"image_padding": image_padding, "embed_tokens": embed_tokens, "skip": skip})
 
 

@@ -142,17 +142,14 @@ class TeacherTrainConfig(Strict):
     image_dropout: float = Field(0.05, ge=0, le=1)
     checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(1000, ge=1)
+    # CFG scale of the preview samples and of the sampler recorded in the teacher's dit.json; 2 is what the
+    # guidance sweep chose for the tiny teachers (checkpoints/tiny/RECORD.md), higher blows out their colours
+    guidance: float = Field(2.0, ge=0)
     seed: int = 0
     device: str = "cpu"
     dtype: DType = "float32"
     vae_dir: str = ""
     init_from: str = ""  # a T2V teacher folder to convert to I2V (Magic 1-For-1 section 3)
-
-
-class SampleConfig(Strict):
-    steps: int = Field(50, ge=1)
-    guidance: float = Field(6.0, ge=0)
-    shift: float = Field(5.0, gt=0)
 
 
 class DistillConfig(Strict):

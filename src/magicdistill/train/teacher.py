@@ -29,7 +29,7 @@ from ..models.i2v import convert_t2v_to_i2v
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import VideoVAE, load_vae
 from ..models.vision import PatchVisionEncoder
-from ..pipeline import sample_video
+from ..pipeline import TEACHER_SAMPLER, sample_video
 from ..video import tensor_to_frames, write_mp4
 from .ema import EMA
 from .run import Run, lr_schedule
@@ -105,13 +105,13 @@ def latent_set_for(data_cfg: DataConfig, vae_dir: str, split: str, n: int, vae: 
 
 def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: LatentSet, null_text: TextEmbedding,
                   cfg: TeacherTrainConfig, n: int = 2, steps: int = 25) -> Path:
-    """Side by side: held-out ground truth | 25-step CFG sample from the same first frame."""
+    """Side by side: held-out ground truth | 25-step sample at the run's guidance from the same first frame."""
     idx = torch.arange(n)
     text = test.text.index(idx).to(dtype=torch.float32)
     image = test.first_frame_pixels(idx) if dit.is_i2v else None
     gen = torch.Generator().manual_seed(cfg.seed)
     video = sample_video(dit, vae, text, null_text, image, num_frames=cfg.data.num_frames, generator=gen, steps=steps,
-                         guidance=6.0, shift=5.0, size=(cfg.data.height, cfg.data.width))
+                         guidance=cfg.guidance, shift=TEACHER_SAMPLER["shift"], size=(cfg.data.height, cfg.data.width))
     truth = vae.decode(test.latents[idx].to(next(vae.parameters()).device))
     grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)  # rows: samples
     return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
@@ -121,7 +121,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     if not cfg.vae_dir:
         raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
     torch.manual_seed(cfg.seed)
-    run = Run(out, cfg, resume=resume, may_change=("steps",))
+    run = Run(out, cfg, resume=resume, may_change=("steps", "guidance"))  # guidance: previews and record only
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     vae = load_vae(cfg.vae_dir, device=device)
     vae.check_frames(cfg.data.num_frames)
@@ -169,6 +169,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     teacher = ema.shadow
     vae_rel = Path(cfg.vae_dir).resolve()
     teacher.save(run.dir / "teacher", task=cfg.task, vae=str(vae_rel), height=cfg.data.height, width=cfg.data.width,
-                 num_frames=cfg.data.num_frames, fps=cfg.data.fps, max_text_tokens=cfg.dit.max_text_tokens)
+                 num_frames=cfg.data.num_frames, fps=cfg.data.fps, max_text_tokens=cfg.dit.max_text_tokens,
+                 sampler={**TEACHER_SAMPLER, "guidance": cfg.guidance})
     print(run.dir / "teacher")
     return teacher
