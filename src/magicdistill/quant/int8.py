@@ -16,8 +16,8 @@ vision encoder's 3-channel first conv). Both are a negligible share of the bytes
 tiny DiT's 3.1 M weights; at HunyuanVideo scale well under 0.1 %). A *wide* patch embedding
 (``DiTConfig.embed_tokens`` > 1, kernel larger than its stride) is quantized: it is 25 times the
 size at 5 tokens (12 % of the shipped teacher's weights; kept, the DiT would be 0.71x its bf16 bytes
-against the 0.55x target). It costs the shipped generator's gate 10 dB of PSNR headroom (worst clip
-49.6 dB vs 59.5 dB with it kept; threshold 40 dB; docs/QUANTIZATION.md).
+against the 0.55x target). It costs the quality gate about 10 dB of its PSNR headroom, measured on the
+stop-11 generator (threshold 40 dB; the current figures: docs/QUANTIZATION.md).
 """
 
 from __future__ import annotations
