@@ -92,3 +92,13 @@ def test_t2v_teacher_distils_without_a_first_frame(tmp_path):
     assert batch.image is None and batch.image_latent is None
     with_image = make_batch(ls, torch.tensor([0, 1]), null, "cpu")
     assert torch.equal(with_image.image_latent, ls.image_latents[:2])
+
+
+def test_generator_of_the_shipped_teacher_finds_its_vae(tmp_path):
+    """The shipped teacher records its VAE as "../vae" (a sibling folder); a generator written to a run folder
+    must record the VAE it was distilled with, not that relative path (which points nowhere from there)."""
+    from magicdistill.pipeline import SHIPPED_DIR, resolve_vae_dir
+
+    out = distill(_cfg(method="euler"), SHIPPED_DIR / "teacher", tmp_path / "run")
+    assert not (out.parent / "vae").exists()  # no sibling: the record must be what finds it
+    assert resolve_vae_dir(out) == (SHIPPED_DIR / "vae").resolve()

@@ -85,6 +85,9 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     # 1. models and data
     teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
     vae_dir = resolve_vae_dir(teacher_dir)
+    # the teacher's record, with the VAE it used as an absolute path: a relative one (the shipped teacher's
+    # "../vae") means nothing from the run folder the generator is written to
+    meta = {**meta, "vae": str(vae_dir.resolve())}
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
         shutil.rmtree(final, ignore_errors=True)
