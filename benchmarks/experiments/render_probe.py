@@ -8,6 +8,7 @@ heads: E|x0_hat - x0|^2 over latent channels >= 3 (the detail channels, each ove
 and that gap is the known defect.
 
 --arch dit: the embedded default's HunyuanVideo DiT (DiTConfig; --embed-tokens, --padding, --skip, --heads).
+--warp: the residual over the first frame's latent warped by a predicted flow (first_frame_warp.py).
 --arch conv: a reference with the inductive bias the DiT lacks, a residual 3-D conv net at latent resolution
 (3x3x3 kernels, sigma by FiLM, no text), behind the same wrapper (x0 as first frame + residual).
 
@@ -41,6 +42,7 @@ ap.add_argument("--padding", choices=("zero", "repeat"), default="zero")
 ap.add_argument("--skip", choices=("none", "gated"), default="none")
 ap.add_argument("--heads", type=int, default=4)
 ap.add_argument("--embed-frames", type=int, default=1, help="latent frames the DiT's patch embedding reads (odd)")
+ap.add_argument("--warp", action="store_true", help="x0 residual over the first frame's latent warped by a predicted flow")
 ap.add_argument("--channel-weight", action="store_true", help="weight each latent channel's loss by 1 / its variance")
 ap.add_argument("--width", type=int, default=64, help="conv channels (--arch conv)")
 ap.add_argument("--steps", type=int, default=1000)
@@ -104,6 +106,9 @@ if a.arch == "dit":
         k, p = proj.kernel_size, proj.padding
         dit.transformer.x_embedder.proj = nn.Conv3d(proj.in_channels, proj.out_channels, (a.embed_frames, k[1], k[2]),
                                                     proj.stride, (a.embed_frames // 2, p[1], p[2]))
+    if a.warp:
+        import first_frame_warp
+        dit = first_frame_warp.WarpDiT.from_dit(dit)
 else:
     dit = VideoDiT(ConvDenoiser(33, 16, a.width), PatchVisionEncoder(384, 16), image_tokens=16,
                    prediction="x0_image_residual", image_padding=a.padding)
@@ -145,7 +150,8 @@ with torch.no_grad():
             errs.append(((x0_from_v(xt, dit(xt, sig, cond), sig) - x0)[:, 3:, 1:].pow(2) / var[:, 3:]).mean().item())
         res.append(f"{s}: {sum(errs) / len(errs):.3f}")
 desc = (f"conv width {a.width}" if a.arch == "conv" else
-        f"dit heads {a.heads} embed_tokens {a.embed_tokens} embed_frames {a.embed_frames} skip {a.skip}") + \
+        f"dit heads {a.heads} embed_tokens {a.embed_tokens} embed_frames {a.embed_frames} skip {a.skip}"
+        f"{' warp' if a.warp else ''}") + \
     f", padding {a.padding}{', channel weights' if a.channel_weight else ''}"
 print(f"{desc}, {sum(p.numel() for p in dit.parameters()) / 1e6:.2f} M parameters, {a.steps} steps in {train_s:.0f} s "
       f"(last loss {loss.item():.4f}): moving-head detail error / variance at sigma " + ", ".join(res), flush=True)
