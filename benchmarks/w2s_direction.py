@@ -31,7 +31,7 @@ from magicdistill.flow import add_noise
 from magicdistill.models.dit import VideoDiT
 from magicdistill.models.text import TextEncoder
 from magicdistill.models.vae import load_vae
-from magicdistill.pipeline import SHIPPED_DIR, resolve_vae_dir
+from magicdistill.pipeline import SHIPPED_DIR, read_record, resolve_vae_dir
 from magicdistill.train.checkpoint import load_checkpoint
 from magicdistill.train.teacher import latent_set_for
 
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.6, 0.9])
     ap.add_argument("--cache", default="runs/distill_cache", help="latent cache (the runs' --cache-dir, if any)")
     a = ap.parse_args()
-    meta = VideoDiT.load(a.teacher).meta
+    meta = read_record(Path(a.teacher))
     vae_dir = resolve_vae_dir(Path(a.teacher))
     enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64))
     test = latent_set_for(DataConfig.of_model(meta), str(vae_dir), "test", BATCH * a.batches, load_vae(vae_dir), enc,
@@ -60,27 +60,29 @@ def main() -> None:
         method = build_method(VideoDiT.load(a.teacher), DistillConfig.strict_update(cfg, alpha_weak=weak))
         load_checkpoint(Path(run) / "checkpoint", modules={k: m for k, m in method.modules().items() if k != "ema"})
         print(f"{run} ({cfg.method}, {cfg.iters} iterations; W2S real score at alpha {weak}, CFG {cfg.real_guidance})")
-        for sigma in a.sigmas:
-            moved, cos, ratio = [], [], []
-            for b in range(a.batches):
-                g = torch.Generator().manual_seed(b)
-                batch = make_batch(test, torch.arange(b * BATCH, (b + 1) * BATCH), null_text, "cpu")
+        moved, cos, ratio = ({sigma: [] for sigma in a.sigmas} for _ in range(3))
+        for b in range(a.batches):
+            g = torch.Generator().manual_seed(b)
+            batch = make_batch(test, torch.arange(b * BATCH, (b + 1) * BATCH), null_text, "cpu")
+            with torch.no_grad():
+                cond, uncond = method.conditions(batch)
+                x_gen = method.generate(batch, g, grad=False)
+            for sigma in a.sigmas:
+                s = torch.full((BATCH,), sigma)
                 with torch.no_grad():
-                    cond, uncond = method.conditions(batch)
-                    x_gen = method.generate(batch, g, grad=False)
-                    s = torch.full((BATCH,), sigma)
                     x_t = add_noise(x_gen, torch.randn(x_gen.shape, generator=g), s)
                     fake = method._score_x0(x_t, s, cond, None, "fake", 1.0)
                     teacher = method._score_x0(x_t, s, cond, uncond, "teacher", cfg.real_guidance)
                     weak_real = method._score_x0(x_t, s, cond, uncond, "real", cfg.real_guidance)
                 g_dmd = losses.dmd_loss(x_gen, teacher, fake).grad.flatten()
                 g_w2s = losses.dmd_loss(x_gen, weak_real, fake).grad.flatten()
-                moved.append(((fake - teacher).norm() / (teacher - x_gen).norm()).item())
-                cos.append(torch.nn.functional.cosine_similarity(g_w2s, g_dmd, dim=0).item())
-                ratio.append((g_w2s.norm() / g_dmd.norm()).item())
+                moved[sigma].append(((fake - teacher).norm() / (teacher - x_gen).norm()).item())
+                cos[sigma].append(torch.nn.functional.cosine_similarity(g_w2s, g_dmd, dim=0).item())
+                ratio[sigma].append((g_w2s.norm() / g_dmd.norm()).item())
+        for sigma in a.sigmas:
             n = a.batches
-            print(f"  sigma {sigma}: |x0_fake - x0_teacher| / |x0_teacher - x_gen| {sum(moved) / n:.3f}  "
-                  f"W2S vs DMD2 gradient: cosine {sum(cos) / n:.4f}, length ratio {sum(ratio) / n:.3f}")
+            print(f"  sigma {sigma}: |x0_fake - x0_teacher| / |x0_teacher - x_gen| {sum(moved[sigma]) / n:.3f}  "
+                  f"W2S vs DMD2 gradient: cosine {sum(cos[sigma]) / n:.4f}, length ratio {sum(ratio[sigma]) / n:.3f}")
 
 
 if __name__ == "__main__":
