@@ -157,6 +157,13 @@ def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:
     raise ValueError(f"no VAE beside {model_dir} and none recorded in its dit.json: pass --vae DIR")
 
 
+def with_absolute_vae(meta: dict, vae_dir: str | Path) -> dict:
+    """A model record for a *new* folder: ``meta`` with its VAE as an absolute path. A recorded path is
+    relative to the folder it was written for (the shipped models' "../vae"), so a folder written anywhere
+    else (a distilled generator, a cast or quantized copy) must not inherit it."""
+    return {**meta, "vae": str(Path(vae_dir).resolve())}
+
+
 def read_record(model_dir: Path) -> dict:
     f = Path(model_dir) / "dit.json"
     return json.loads(f.read_text()) if f.is_file() else {}

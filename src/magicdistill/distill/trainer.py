@@ -23,7 +23,7 @@ from ..models.dit import VideoDiT
 from ..models.lora import merged
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import load_vae
-from ..pipeline import read_record, resolve_vae_dir, sample_video
+from ..pipeline import read_record, resolve_vae_dir, sample_video, with_absolute_vae
 from ..train.run import Run
 from ..train.teacher import latent_set_for, step_generator
 from ..video import tensor_to_frames, write_mp4
@@ -85,9 +85,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     # 1. models and data
     teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
     vae_dir = resolve_vae_dir(teacher_dir)
-    # the teacher's record, with the VAE it used as an absolute path: a relative one (the shipped teacher's
-    # "../vae") means nothing from the run folder the generator is written to
-    meta = {**meta, "vae": str(vae_dir.resolve())}
+    meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
         shutil.rmtree(final, ignore_errors=True)

@@ -21,7 +21,7 @@ DTYPES = get_args(DType)
 
 def cast_weights(model_dir: str | Path, out: str | Path, dtype: str) -> Path:
     """Write ``model_dir``'s DiT (transformer + vision encoder) to the new folder ``out`` stored as ``dtype``."""
-    from ..pipeline import read_record, resolve_vae_dir
+    from ..pipeline import read_record, resolve_vae_dir, with_absolute_vae
 
     model_dir, out = Path(model_dir), Path(out)
     if out.exists():
@@ -35,7 +35,7 @@ def cast_weights(model_dir: str | Path, out: str | Path, dtype: str) -> Path:
     dit = VideoDiT.load(model_dir)
     meta = dict(dit.meta)  # the folder's dit.json, as loaded
     try:
-        meta["vae"] = str(resolve_vae_dir(model_dir).resolve())
+        meta = with_absolute_vae(meta, resolve_vae_dir(model_dir))
     except ValueError:
         pass  # no VAE recorded: nothing to point at
     with atomic_folder(out) as tmp:

@@ -82,6 +82,8 @@ def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text
     """Write a quantized pipeline's DiT + text encoder as a model folder (``out_dir`` is new)."""
     import torchao
 
+    from ..pipeline import with_absolute_vae
+
     out_dir.mkdir(parents=True)
     (out_dir / TEXT_DIR).mkdir()
     for f in Path(text_encoder_dir).iterdir():  # config + tokenizer files, not the fp weights
@@ -89,8 +91,8 @@ def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text
             shutil.copy2(f, out_dir / TEXT_DIR / f.name)
     _save_int8(pipe.text_encoder.model, out_dir / TEXT_DIR / TEXT_WEIGHTS)
     meta = {k: v for k, v in getattr(pipe.dit, "meta", {}).items() if k not in ("quantization", "quality_gate")}
+    meta = with_absolute_vae(meta, vae_dir)
     meta.update(
-        vae=str(Path(vae_dir).resolve()),  # absolute: the folder can live anywhere
         text_encoder=TEXT_DIR,
         quantization={"scheme": SCHEME, "library": f"torchao {torchao.__version__}", "weights": DIT_WEIGHTS,
                       "granularity": "per output row, symmetric", "activations": "compute dtype",
