@@ -22,10 +22,17 @@ def _quiet() -> None:
     # Offline by design: never reach for a model hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    warnings.filterwarnings("ignore")
+    # Third-party noise that reads like breakage (torch's _pytree deprecations, "Unable to import torchao",
+    # "should be kept in float32: []", torchao's _C_mxfp8.so) is silenced here, for the command line only:
+    # library users keep every warning. Our own warnings (module magicdistill.*) still show.
+    warnings.filterwarnings("ignore", module=r"(?!magicdistill)")
+    # diffusers and transformers reset their loggers' level on first import; these are read then
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import logging
 
-    for name in ("torchao", "torch._dynamo", "diffusers", "transformers", "sentence_transformers"):
+    for name in ("torchao", "torch._dynamo", "torch.utils._pytree", "diffusers", "transformers",
+                 "sentence_transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -348,6 +355,34 @@ def demo_cmd(
         _fail(str(e))
     typer.echo((report / "report.md").read_text())
     typer.echo(str(report))
+
+
+@app.command("serve")
+def serve_cmd(
+    model: list[Path] = typer.Option(None, metavar="DIR", help="a model folder to keep warm (repeatable; the first is the default) "
+                                                "[default: the shipped 4-step generator and the shipped teacher]"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8000),
+    queue_size: int = typer.Option(8, help="jobs that may wait; beyond it a request gets 429 + Retry-After"),
+    max_upload_mb: float = typer.Option(10.0, help="largest accepted input image, in MiB"),
+    max_seconds: int = typer.Option(12, help="longest video a request may ask for (sliding window beyond a clip)"),
+    keep: int = typer.Option(100, help="finished jobs kept with their videos (older ones are removed)"),
+    out_dir: Path = typer.Option(None, help="where finished videos are kept [default: a temporary folder removed "
+                                            "at shutdown]"),
+    device: str = typer.Option("cpu"),
+    dtype: str = DTYPE_OPTION,
+) -> None:
+    """Serve warm models over HTTP: OpenAI's Videos API (POST /v1/videos ...), /v1/models, /health, /metrics,
+    and a web page at / (docs/SERVE.md)."""
+    _quiet()
+    from .serve.server import serve
+
+    try:
+        serve(models=model or None, host=host, port=port, queue_size=queue_size, max_upload_mb=max_upload_mb,
+              max_seconds=max_seconds, keep=keep, out_dir=out_dir, device=device, dtype=dtype,
+              announce=lambda line: typer.echo(line, err=True))
+    except ValueError as e:
+        _fail(str(e))
 
 
 @app.command("bench")
