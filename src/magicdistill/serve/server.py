@@ -41,4 +41,8 @@ def serve(*, models: list[Path] | None = None, host: str = LOOPBACK, port: int =
         s = registry.pipelines[name].info.settings
         announce(f"model {name}: {s.steps} steps, guidance {s.guidance:g} (recorded)")
     announce(f"serving on http://{host}:{port}  (web page: /, API: /v1/videos)")
-    server.run()
+    try:
+        server.run()  # on SIGINT/SIGTERM uvicorn runs the app's shutdown (queued jobs cancelled), then re-raises
+    except KeyboardInterrupt:  # Ctrl-C after a clean shutdown is a normal exit
+        pass
+    announce("stopped")
