@@ -132,6 +132,7 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
 NOISE = ["_pytree", "Unable to import", "should be kept in float32", "_C_mxfp8", "Failed to load"]
 
 
+@pytest.mark.slow  # a full `generate` process; the server's stderr is checked the same way in the default suite
 def test_cli_stderr_has_no_third_party_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY")}
     r = subprocess.run([sys.executable, "-m", "magicdistill", "generate", "--image", str(EXAMPLE), "--prompt", PROMPT,

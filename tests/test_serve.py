@@ -151,6 +151,13 @@ def test_bad_uploads_are_4xx_and_the_server_keeps_serving(client):
     one_line_error(submit(client, b"this is not an image"), 400, "input_reference", "not a readable image")
     one_line_error(submit(client, png[: len(png) // 2]), 400, "input_reference", "not a readable image")
     one_line_error(submit(client, png + b"\0" * 600_000), 413, "too large")
+
+    def chunks():  # no Content-Length: the body is streamed, and refused once past the limit
+        for _ in range(100):
+            yield b"x" * 65536
+
+    r = client.post("/v1/videos", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    one_line_error(r, 413, "too large")
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/metrics").json()["queue_depth"] == 0  # nothing was queued
     job = submit(client, png, steps="1").json()
