@@ -1,4 +1,4 @@
-"""Which latent channels a teacher gets wrong (docs/DECISIONS.md, "Known defect").
+"""Which latent channels a teacher gets wrong (docs/research/LOG.md).
 
 Samples the first --clips held-out portraits (50 Euler steps, guidance 2, shift 5, noise seed = clip
 index) and prints per latent channel, over latent frames 1..: the data's std, the sample's std, and

@@ -11,7 +11,7 @@ its noise: a model worse than it at small sigma discards detail it was shown (do
 
 --by-motion instead splits held-out *portraits* by whether the head sways or nods and prints, per sigma,
 the detail-channel (>= --channels, default 3) error of each group, over 2 noise draws: the measure that
-tracks the moving-head defect (docs/DECISIONS.md, "Stop 11"; still heads score ~0.02).
+tracks the moving-head defect (docs/research/LOG.md, "Stop 11"; still heads score ~0.02).
 
     python benchmarks/denoise_error.py [--model DIR] [--clips 16] [--channels 3] [--sigmas 0.05 0.1 ...]
     python benchmarks/denoise_error.py --by-motion [--model DIR] [--sigmas 0.2 0.35 0.5 0.7]

@@ -1,4 +1,4 @@
-"""Diagnostic for the teacher's blocky frames on swaying heads (docs/DECISIONS.md, "Known defect").
+"""Diagnostic for the teacher's blocky frames on swaying heads (docs/research/LOG.md).
 
 Overfits a fresh tiny TI2V DiT on 8 swaying training clips, twice from the same seed: with the image latent
 zero-padded over time in the concat channels (Magic 1-For-1, what the package does) and repeat-padded (every latent

@@ -11,7 +11,7 @@ training does (noised held-out data through the generator), noises it to each --
 - |x0_fake - x0_teacher| over |x0_teacher - x_gen|: how far the trained LoRA moved the fake score;
 - the cosine and length ratio of the W2S gradient (real score at alpha_weak, 0.25 for a --method dmd run too) to the
   DMD2 gradient (real score = the teacher), averaged over the held-out batches.
-A cosine near 1 means the two methods differ, to first order, only by a step size (docs/DECISIONS.md, "Stop 13").
+A cosine near 1 means the two methods differ, to first order, only by a step size (docs/DECISIONS.md, "W2S and DMD2 tie"; docs/research/LOG.md, "Stop 13").
 
     OMP_NUM_THREADS=2 python benchmarks/w2s_direction.py RUN_DIR [RUN_DIR ...] [--batches 4] [--sigmas 0.3 0.6 0.9]
 """

@@ -103,7 +103,7 @@ class DiTConfig(Strict):
     # plain x0 still gave blocky frames after 4,000 steps). Real backbones (HunyuanVideo, Wan) predict "v".
     prediction: Literal["v", "x0", "x0_image_residual"] = "x0_image_residual"
     # The first-frame latent in the I2V concat channels: "zero"-padded over time (Magic 1-For-1) or
-    # "repeat"ed over every latent frame (a recorded deviation; docs/DECISIONS.md, "Known defect").
+    # "repeat"ed over every latent frame (a recorded deviation; docs/research/LOG.md).
     image_padding: Literal["zero", "repeat"] = "zero"
     # Tokens per side the patch embedding reads (odd): 1 = diffusers' layout (a token sees its own 2x2
     # latent pixels); k > 1 widens the kernel to k x k tokens, so a face that moved by up to (k - 1) / 2

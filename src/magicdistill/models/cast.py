@@ -1,7 +1,7 @@
 """Store a model folder's weights in another dtype (``magicdistill cast-weights``).
 
 Why: float16 storage halves a model folder's bytes; a 256-wide tiny teacher scored identically in float16
-and float32 (docs/DECISIONS.md, "Stop 9"), and real checkpoints are routinely shipped in bf16. Loading
+and float32 (docs/research/LOG.md, "Stop 9"), and real checkpoints are routinely shipped in bf16. Loading
 is unchanged: ``VideoDiT.load(dtype=...)`` casts the stored weights to the compute dtype it is asked for.
 The folder's record (dit.json) is kept (``save`` writes the storage dtype into it), and its VAE entry
 made absolute so the new folder works wherever it is written.

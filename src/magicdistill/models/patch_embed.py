@@ -6,7 +6,7 @@ pixels): each token sees only its own patch. ``embed_tokens`` k > 1 (odd) widens
 tokens, still with stride = patch and padded so every kernel stays centred on its token's patch. A
 token then holds its neighbours' content, so copying the first frame's face to where the head has
 moved (within (k - 1) / 2 tokens) is a linear map of the input instead of something attention must
-learn (measured: docs/DECISIONS.md, "Known defect"). The kernel is the only change to diffusers'
+learn (measured: docs/research/LOG.md). The kernel is the only change to diffusers'
 layout, so it is recorded in the model folder's dit.json and re-applied before the weights load.
 
 Widening a trained embedding (more input channels, a wider kernel, or both) copies the old weights
