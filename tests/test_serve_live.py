@@ -4,12 +4,14 @@ clean shutdown that leaves no temporary file."""
 
 import io
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -108,8 +110,6 @@ def test_binds_loopback_only(server):
 
 
 def test_openai_client(server):
-    import warnings
-
     import openai
 
     client = openai.OpenAI(base_url=server["base"] + "/v1", api_key="unused-locally", max_retries=0)
@@ -132,6 +132,18 @@ def test_openai_client(server):
         assert client.videos.delete(video.id).deleted
         with pytest.raises(openai.NotFoundError):
             client.videos.retrieve(video.id)
+
+
+def test_readme_openai_example_runs_as_written(server, tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"```python\n(from openai.*?)```", text[text.index("## Serve"):], re.S).group(1)
+    assert "http://127.0.0.1:8000" in code
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        exec(compile(code.replace("http://127.0.0.1:8000", server["base"]), "README.md", "exec"), {})
+    assert decode((tmp_path / "talking.mp4").read_bytes()).shape == (17, 64, 64, 3)
 
 
 def test_bad_upload_then_still_serving(server):
@@ -198,7 +210,7 @@ def test_web_page_in_a_headless_browser(server):
 
 
 def test_shutdown_cancels_queued_jobs_and_leaves_no_temporary_files(server):
-    """Last in this module: SIGINT with jobs queued -> they are reported cancelled, the process exits 0, and
+    """Last in this module: SIGTERM with jobs queued -> they are reported cancelled, the process exits 0, and
     its TMPDIR (uploads, videos, atomic-write temporaries) is empty."""
     base, proc = server["base"], server["proc"]
     ids = []
@@ -207,7 +219,7 @@ def test_shutdown_cancels_queued_jobs_and_leaves_no_temporary_files(server):
         if r.status_code == 200:
             ids.append(r.json()["id"])
     assert len(ids) >= QUEUE
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == 0
     server["log"].seek(0)
     log = server["log"].read()

@@ -112,7 +112,10 @@ def create_app(registry: ModelRegistry, *, queue_size: int = 8, max_upload_mb: f
 
     @app.get("/v1/videos/{video_id}")
     async def retrieve(video_id: str):
-        return find(video_id).to_dict()
+        job = find(video_id)
+        # the openai client's create_and_poll waits this long between polls (else 1 s)
+        headers = {"openai-poll-after-ms": "250"} if job.status in ("queued", "in_progress") else None
+        return JSONResponse(job.to_dict(), headers=headers)
 
     @app.get("/v1/videos/{video_id}/content")
     async def content(video_id: str, variant: str = "video"):

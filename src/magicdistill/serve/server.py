@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -41,6 +42,10 @@ def serve(*, models: list[Path] | None = None, host: str = LOOPBACK, port: int =
         s = registry.pipelines[name].info.settings
         announce(f"model {name}: {s.steps} steps, guidance {s.guidance:g} (recorded)")
     announce(f"serving on http://{host}:{port}  (web page: /, API: /v1/videos)")
+    def stop(signum, frame):  # uvicorn re-raises SIGTERM after its clean shutdown: make that a normal exit too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.run()  # on SIGINT/SIGTERM uvicorn runs the app's shutdown (queued jobs cancelled), then re-raises
     except KeyboardInterrupt:  # Ctrl-C after a clean shutdown is a normal exit
