@@ -77,7 +77,7 @@ def test_head_moves_is_the_sway_or_nod_label():
     clips = portrait_clips(read_record(SHIPPED_DIR / "teacher"), 16, 0)
     # the caption says so too: "sways the head ..." / "... and nods"
     assert [head_moves(c) for c in clips] == ["sways" in c.caption or "nods" in c.caption for c in clips]
-    assert sum(head_moves(c) for c in clips) == 11  # the 11 of 16 that docs/DECISIONS.md counts
+    assert sum(head_moves(c) for c in clips) == 11  # the 11 of 16 that docs/research/LOG.md counts
 
 
 def test_sample_clips_gives_clip_i_the_noise_of_seed_plus_i_whatever_the_other_clips(pipe):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
 
 from .jobs import Job, JobQueue, QueueFull, new_job_id
@@ -82,7 +83,7 @@ def create_app(registry: ModelRegistry, *, queue_size: int = 8, max_upload_mb: f
     @app.post("/v1/videos")
     async def create_video(request: Request):
         form = await read_form(request, max_upload)
-        job = make_job(registry, form)
+        job = await run_in_threadpool(make_job, registry, form)  # decoding an upload must not block the loop
         try:
             jobs.submit(job)
         except QueueFull as e:
