@@ -210,6 +210,10 @@ def test_shutdown_cancels_queued_jobs_and_leaves_no_files(registry, tmp_path):
         jobs = app.state.jobs
     # leaving the block ran the app's shutdown
     gate.open.set()
+    from magicdistill.serve.jobs import Job, ShuttingDown
+
+    with pytest.raises(ShuttingDown):
+        jobs.submit(Job(id="video_x", model="generator", prompt="p", params={}, image=None, seconds="1", size="64x64"))
     for q in queued:
         j = jobs.get(q["id"])
         assert j.status == "failed" and j.error["code"] == "cancelled"

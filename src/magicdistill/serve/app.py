@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as StarletteRequest
 
-from .jobs import Job, JobQueue, QueueFull, new_job_id
+from .jobs import Job, JobQueue, QueueFull, ShuttingDown, new_job_id
 from .registry import ModelRegistry
 
 PAGE = Path(__file__).with_name("page.html")
@@ -89,6 +89,8 @@ def create_app(registry: ModelRegistry, *, queue_size: int = 8, max_upload_mb: f
         except QueueFull as e:
             raise BadRequest(str(e), status=429, headers={"Retry-After": str(e.retry_after)},
                              code="queue_full") from None
+        except ShuttingDown as e:
+            raise BadRequest(str(e), status=503, code="shutting_down") from None
         return job.to_dict()
 
     @app.get("/v1/videos")

@@ -29,6 +29,10 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Exception):
+    pass
+
+
 @dataclass
 class Job:
     id: str
@@ -75,7 +79,7 @@ class JobQueue:
     # --- client side ------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         if self._stopping.is_set():
-            raise QueueFull(self.retry_after())
+            raise ShuttingDown("the server is shutting down: retry against another server")
         with self._lock:
             self._jobs[job.id] = job
         try:
