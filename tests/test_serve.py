@@ -219,3 +219,19 @@ def test_shutdown_cancels_queued_jobs_and_leaves_no_files(registry, tmp_path):
         assert j.status == "failed" and j.error["code"] == "cancelled"
     assert jobs.get(running["id"]).status == "failed"  # stopped at its next step, nothing written
     assert not out.exists()  # the server's own folder is removed
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "0"], "--port"),
+    (["--queue-size", "0"], "--queue-size"),
+    (["--model", "no/such/folder"], "no/such/folder"),
+])
+def test_bad_serve_flags_are_one_line_errors(args, words):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "magicdistill", "serve", *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], r.stderr
