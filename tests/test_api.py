@@ -160,3 +160,14 @@ def test_cli_keeps_our_own_warnings():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "ours" in r.stderr and "theirs" not in r.stderr
+
+
+def test_model_names_and_folders(tmp_path, monkeypatch):
+    from magicdistill.api import resolve_model, shipped_model
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model(None) == shipped_model("generator")
+    assert resolve_model("teacher") == shipped_model("teacher")
+    (tmp_path / "teacher").mkdir()  # a folder of that name here wins over the shipped name
+    assert resolve_model("teacher") == Path("teacher")
+    assert resolve_model(tmp_path / "x") == tmp_path / "x"

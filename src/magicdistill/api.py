@@ -103,6 +103,16 @@ def shipped_model(name: str = "generator") -> Path:
     return SHIPPED_DIR / name
 
 
+def resolve_model(model: str | Path | None) -> Path:
+    """None: the shipped generator; "generator"/"teacher": the shipped ones, unless a folder of that name
+    exists here (a folder always wins); else the folder."""
+    if model is None:
+        return shipped_model("generator")
+    if str(model) in ("generator", "teacher") and not Path(model).exists():
+        return shipped_model(str(model))
+    return Path(model)
+
+
 def load_pipeline(model: str | Path | None = None, *, vae: str | Path | None = None, device: str = "cpu",
                   dtype: str = "float32", name: str | None = None) -> "Pipeline":
     """Load a model folder (default: the shipped 4-step generator; "teacher": the shipped teacher) once,
@@ -110,10 +120,7 @@ def load_pipeline(model: str | Path | None = None, *, vae: str | Path | None = N
     from .config import torch_dtype
     from .pipeline import I2VPipeline, model_sampler
 
-    if model is None or str(model) in ("generator", "teacher"):
-        model_dir = shipped_model(str(model or "generator"))
-    else:
-        model_dir = Path(model)
+    model_dir = resolve_model(model)
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json): give a model folder")
     if dtype not in ("float32", "bfloat16", "float16"):

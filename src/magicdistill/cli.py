@@ -359,8 +359,8 @@ def demo_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    model: list[Path] = typer.Option(None, metavar="DIR", help="a model folder to keep warm (repeatable; the first is the default) "
-                                                "[default: the shipped 4-step generator and the shipped teacher]"),
+    model: list[Path] = typer.Option(None, metavar="DIR", help="a model folder to keep warm (repeatable; the first "
+                                     "is the default) [default: the shipped 4-step generator and the shipped teacher]"),
     host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000),
     queue_size: int = typer.Option(8, help="jobs that may wait; beyond it a request gets 429 + Retry-After"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..api import ModelInfo, Pipeline, load_pipeline
+from ..api import ModelInfo, Pipeline, load_pipeline, resolve_model
 
 DEFAULT_MODELS = ("generator", "teacher")  # the shipped 4-step generator and the 50-step CFG teacher
 
@@ -24,7 +24,7 @@ class ModelRegistry:
         made unique with -2, -3 ..."""
         pipelines: dict[str, Pipeline] = {}
         for m in models or DEFAULT_MODELS:
-            base = Path(str(m)).name if str(m) not in DEFAULT_MODELS else str(m)
+            base = resolve_model(m).resolve().name  # the shipped ones are "generator" and "teacher"
             name, k = base, 2
             while name in pipelines:
                 name, k = f"{base}-{k}", k + 1

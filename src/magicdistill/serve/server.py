@@ -26,8 +26,10 @@ def serve(*, models: list[Path] | None = None, host: str = LOOPBACK, port: int =
           device: str = "cpu", dtype: str = "float32", announce=print) -> None:
     check_serve_args(port=port, queue_size=queue_size, max_upload_mb=max_upload_mb, max_seconds=max_seconds,
                      keep=keep)
+    from ..api import resolve_model
+
     for m in models or []:
-        if str(m) not in ("generator", "teacher") and not (Path(m) / "transformer" / "config.json").is_file():
+        if not (resolve_model(m) / "transformer" / "config.json").is_file():
             raise ValueError(f"--model {m}: no model there (expected transformer/config.json)")
     import uvicorn
 
