@@ -1,7 +1,7 @@
 """End-to-end latency through a running `magicdistill serve`: the 50-step CFG teacher vs the 4-step generator,
 both warm in one server, measured side by side; then throughput of the generator with N concurrent clients.
 
-    python benchmarks/serve_latency.py --runs 5 --clients 4 --jobs 3 --out runs/serve_latency.json
+    python benchmarks/serve_latency.py --runs 5 --clients 4 --jobs 3 --threads 1 --out runs/serve_latency.json
 
 Latency = POST /v1/videos -> polling sees "completed" -> the mp4 is downloaded (what an app waits for), with
 the same image, prompt and seed for both models. The server is started by this script on a free localhost port
@@ -34,10 +34,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(queue_size: int) -> tuple[subprocess.Popen, str]:
+def start_server(queue_size: int, threads: int | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     proc = subprocess.Popen([sys.executable, "-m", "magicdistill", "serve", "--port", str(port), "--queue-size",
-                             str(queue_size)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                             str(queue_size)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if proc.poll() is not None:
@@ -81,9 +82,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=3, help="videos per client in the throughput run")
     ap.add_argument("--url", default=None, help="a running server with models 'generator' and 'teacher'")
     ap.add_argument("--out", type=Path, default=None, help="also write the results here (JSON)")
+    ap.add_argument("--threads", type=int, default=None, help="the server's torch threads (OMP_NUM_THREADS); 1 keeps "
+                    "a shared machine's contention from swamping small jobs [default: torch's]")
     args = ap.parse_args()
 
-    proc, base = (None, args.url.rstrip("/")) if args.url else start_server(queue_size=args.clients * args.jobs)
+    proc, base = (None, args.url.rstrip("/")) if args.url else start_server(args.clients * args.jobs, args.threads)
     try:
         models = [m["id"] for m in requests.get(base + "/v1/models", timeout=10).json()["data"]]
         if not {"generator", "teacher"} <= set(models):
@@ -110,7 +113,7 @@ def main() -> None:
         "speedup_generator_vs_teacher": med["teacher"] / med["generator"],
         "concurrent": {"clients": args.clients, "videos": len(per_job), "wall_s": wall,
                        "videos_per_min": 60 * len(per_job) / wall, "median_latency_s": statistics.median(per_job)},
-        "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
+        "server_threads": args.threads or "torch default", "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
     }
     print(f"median end-to-end latency over {args.runs} videos (after one warm-up), one server, both models warm:")
     print(f"  teacher   (50 steps, CFG 2): {med['teacher']:.2f} s")
@@ -119,7 +122,8 @@ def main() -> None:
     c = result["concurrent"]
     print(f"generator, {c['clients']} concurrent clients x {args.jobs} videos: {c['videos']} videos in {wall:.1f} s = "
           f"{c['videos_per_min']:.1f} videos/min (median latency {c['median_latency_s']:.2f} s)")
-    print(f"load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"server threads: {args.threads or 'torch default'}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
