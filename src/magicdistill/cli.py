@@ -36,6 +36,8 @@ def _fail(msg: str) -> None:
 
 # options shared by several commands
 CACHE_DIR_OPTION = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]")
+DATA_OPTION = typer.Option(None, "--data", help="a cache folder of your own clips or prompts (magicdistill cache; "
+                                                "docs/DATA.md) [default: the synthetic portraits]")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="print the resolved config and exit")
 RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint")
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
@@ -120,10 +122,11 @@ def train_cmd(
     checkpoint_every: int = typer.Option(250),
     sample_every: int = typer.Option(1000),
     cache_dir: Path = CACHE_DIR_OPTION,
+    data: Path = DATA_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
 ) -> None:
-    """Train a teacher (flow matching) on synthetic portrait videos."""
+    """Train a teacher (flow matching) on synthetic portrait videos (or your own: --data)."""
     _quiet()
     from .config import TeacherTrainConfig
     from .pipeline import SHIPPED_DIR
@@ -137,7 +140,7 @@ def train_cmd(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
         num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
         sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-        train_shift=train_shift, guidance=guidance,
+        train_shift=train_shift, guidance=guidance, data_cache=str(data or ""),
         dit={"image_padding": image_padding, "embed_tokens": embed_tokens, "skip": skip})
 
 
@@ -164,6 +167,7 @@ def distill_cmd(
     dtype: str = DTYPE_OPTION,
     config: Path = typer.Option(None, help="a JSON DistillConfig, used instead of the flags"),
     cache_dir: Path = CACHE_DIR_OPTION,
+    data: Path = DATA_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
 ) -> None:
@@ -180,7 +184,38 @@ def distill_cmd(
     _run_with_config(
         DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
         alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator)
+        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator, data_cache=str(data or ""))
+
+
+@app.command("cache")
+def cache_cmd(
+    out: Path = typer.Option(..., help="cache folder to write (re-running the same command continues it)"),
+    videos: Path = typer.Option(None, help="folder of videos with NAME.txt captions, or a .csv/.jsonl manifest "
+                                           "(path, caption)"),
+    prompts: Path = typer.Option(None, help="instead of --videos: a text file, one prompt per line (a data-free cache "
+                                            "for the DMD terms alone)"),
+    teacher: Path = typer.Option(None, help="the model whose VAE and text encoder encode the cache [default: the "
+                                            "shipped tiny teacher]"),
+    height: int = typer.Option(None, help="frame height [default: the teacher's]"),
+    width: int = typer.Option(None, help="frame width [default: the teacher's]"),
+    frames: int = typer.Option(None, help="frames per clip, 1 + 4k [default: the teacher's]"),
+    fps: float = typer.Option(None, help="frames are sampled at this rate [default: the teacher's]"),
+    max_crop: float = typer.Option(0.25, help="skip clips whose centre crop would cut more than this fraction of a side"),
+    shard_size: int = typer.Option(256, help="clips per shard"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Encode your own clips (or prompts) with the teacher's VAE and text encoder into latent shards (docs/DATA.md)."""
+    _quiet()
+    from .data.cache_command import run_cache
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        summary = run_cache(teacher or SHIPPED_DIR / "teacher", out, videos=videos, prompts=prompts, height=height,
+                            width=width, frames=frames, fps=fps, max_crop=max_crop, shard_size=shard_size, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(summary.report(), err=True)
+    typer.echo(str(summary.path))
 
 
 @app.command("train-probe")

@@ -150,6 +150,7 @@ class TeacherTrainConfig(Strict):
     dtype: DType = "float32"
     vae_dir: str = ""
     init_from: str = ""  # a T2V teacher folder to convert to I2V (Magic 1-For-1 section 3)
+    data_cache: str = ""  # a cache folder written by `magicdistill cache` (docs/DATA.md); "" = the synthetic portraits
 
 
 class DistillConfig(Strict):
@@ -193,6 +194,8 @@ class DistillConfig(Strict):
     lcm_teacher_steps: int = Field(50, ge=2)
     lcm_guidance: Optional[float] = Field(None, ge=0)  # None = the teacher's own
     num_clips: int = Field(1000, ge=4)
+    # a cache folder written by `magicdistill cache` (docs/DATA.md); "" = the synthetic portraits (num_clips of them)
+    data_cache: str = ""
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(50, ge=1)

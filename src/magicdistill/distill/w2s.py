@@ -41,6 +41,7 @@ class DistillBatch:
     null_text: TextEmbedding  # the empty prompt, batch-expanded
     image: torch.Tensor | None  # (B, 3, H, W) first frames in [-1, 1]
     image_latent: torch.Tensor | None  # (B, C, 1, h, w)
+    has_clips: bool = True  # False for a prompts-only cache: x_gt is zeros of the latent shape, not data
 
 
 @contextmanager
@@ -160,7 +161,8 @@ class W2SMethod:
         x_gen = self.generate(batch, g, grad=gen_turn)
         metrics = self.generator_update(batch, x_gen, cond, uncond, g) if gen_turn else {}
         metrics.update(self.fake_update(batch, x_gen, cond, g))
-        metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
+        if batch.has_clips:
+            metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
         for k, v in metrics.items():
             if not torch.isfinite(torch.tensor(v)):
                 raise losses.NonFiniteError(f"non-finite {k} = {v} at iteration {it}")
