@@ -172,6 +172,12 @@ class DistillConfig(Strict):
     # scores' frozen backbone (its EMA is adapter-sized): the memory option of method.md
     generator: Literal["full", "lora"] = "full"
     generator_lora_rank: int = Field(16, ge=1)
+    # which projections the LoRAs (scores' and a LoRA generator's) adapt: attention, or attention and FFN
+    lora_targets: Literal["attention", "attention_ffn"] = "attention"
+    # memory options (docs/SCALING.md): recompute each transformer block's activations in the backward pass;
+    # bf16 autocast with the frozen backbone stored in bf16 and what trains kept in float32 (master weights)
+    checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16"] = "no"
     # CFG of the real score; None = the teacher's own (its dit.json sampler, else 6)
     real_guidance: Optional[float] = Field(None, ge=0)
     input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"

@@ -29,6 +29,7 @@ from ..train.teacher import latent_set_for, step_generator
 from ..video import tensor_to_frames, write_mp4
 from .cached_data import check_teacher_fits, config_for_data, open_cache_for_teacher
 from .cfg_distill import CFGDistillMethod
+from .memory import autocast
 from .lcm import LCMMethod
 from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
@@ -79,6 +80,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
     if cfg.generator == "lora" and cfg.method not in ("w2s", "dmd"):
         raise ValueError(f"--generator lora applies to --method w2s or dmd, not {cfg.method} (use --generator full)")
+    if (cfg.checkpointing or cfg.mixed_precision != "no") and cfg.method not in ("w2s", "dmd"):
+        raise ValueError(f"checkpointing and mixed precision apply to --method w2s or dmd, not {cfg.method}")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
     cached = None
     if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
@@ -123,8 +126,9 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         g = step_generator(cfg.seed, it)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
         rows = data.take(idx)  # a cache folder reads only these rows
-        metrics = method.step(make_batch(rows, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
-                                         has_clips=has_clips), it, g)
+        with autocast(cfg, device):  # bf16 under --mixed-precision bf16, else nothing
+            metrics = method.step(make_batch(rows, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
+                                             has_clips=has_clips), it, g)
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})

@@ -30,6 +30,7 @@ from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
+from .memory import apply_memory_options
 from .scores import LoRAGenerator, build_scores
 from .telemetry import latent_drift
 
@@ -93,6 +94,7 @@ class W2SMethod:
         self.opt_generator = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.99),
                                                weight_decay=0.0)
         self.opt_fake = torch.optim.AdamW(self.fake_params, lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
+        apply_memory_options(self)  # checkpointing, bf16 frozen backbone (docs/SCALING.md)
 
     # --- schedule (owned by the method) ----------------------------------------------------------
     def generator_turn(self, it: int) -> bool:
