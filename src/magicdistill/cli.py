@@ -168,6 +168,12 @@ def distill_cmd(
     config: Path = typer.Option(None, help="a JSON DistillConfig, used instead of the flags"),
     cache_dir: Path = CACHE_DIR_OPTION,
     data: Path = DATA_OPTION,
+    lora_rank: int = typer.Option(16, help="rank of the scores' LoRA"),
+    generator_lora_rank: int = typer.Option(16, help="rank of a LoRA generator's adapter"),
+    lora_targets: str = typer.Option("attention", help="attention | attention_ffn: the projections the LoRAs adapt"),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="recompute each transformer block's "
+                                                                      "activations in the backward pass"),
+    mixed_precision: str = typer.Option("no", help="no | bf16 (autocast; frozen backbone in bf16, float32 masters)"),
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
 ) -> None:
@@ -184,7 +190,9 @@ def distill_cmd(
     _run_with_config(
         DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
         alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator, data_cache=str(data or ""))
+        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator, data_cache=str(data or ""),
+        lora_rank=lora_rank, generator_lora_rank=generator_lora_rank, lora_targets=lora_targets,
+        checkpointing=checkpointing, mixed_precision=mixed_precision)
 
 
 @app.command("cache")
@@ -216,6 +224,38 @@ def cache_cmd(
         _fail(str(e))
     typer.echo(summary.report(), err=True)
     typer.echo(str(summary.path))
+
+
+@app.command("plan")
+def plan_cmd(
+    teacher: Path = typer.Option(None, help="teacher model folder [default: the shipped tiny teacher]"),
+    method: str = typer.Option("w2s", help="w2s | dmd"),
+    generator: str = typer.Option("full", help="full (a trainable copy) | lora (an adapter on the frozen backbone)"),
+    scores: str = typer.Option("shared_lora", help="shared_lora (W2S: one backbone + one LoRA) | separate (DMD2 as "
+                                                   "published: a frozen real and a trainable fake copy)"),
+    gpus: int = typer.Option(1, help="GPUs (FSDP2 shards parameters, gradients, optimizer states and EMA over them)"),
+    batch_size: int = typer.Option(1, help="clips per GPU per iteration"),
+    data: Path = typer.Option(None, "--data", help="a cache folder: its clips' token count [default: the teacher's format]"),
+    lora_rank: int = typer.Option(16),
+    generator_lora_rank: int = typer.Option(16),
+    lora_targets: str = typer.Option("attention", help="attention | attention_ffn"),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="recompute each block's activations"),
+    mixed_precision: str = typer.Option("no", help="no | bf16 (bf16 frozen backbone, float32 masters)"),
+    dtype: str = DTYPE_OPTION,
+) -> None:
+    """Per-GPU memory of a distillation run, part by part, from the teacher folder's config (docs/SCALING.md)."""
+    _quiet()
+    from .memory_plan import plan_for
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        plan = plan_for(teacher or SHIPPED_DIR / "teacher", data=data, method=method, generator=generator,
+                        scores=scores, gpus=gpus, batch_size=batch_size, lora_rank=lora_rank,
+                        generator_lora_rank=generator_lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
+                        mixed_precision=mixed_precision, dtype=dtype)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(plan.report())
 
 
 @app.command("train-probe")
