@@ -131,9 +131,11 @@ def trace_activations(transformer: torch.nn.Module, cfg: dict, *, batch: int, la
     transformer = transformer.to(dtype).requires_grad_(lora_targets is None)
     params = {p.untyped_storage()._cdata for p in transformer.parameters()}
     saved: dict[int, int] = {}
+    alive: list[torch.Tensor] = []  # counted tensors stay referenced: a freed storage's address could be reused
     if lora_targets is not None:
         def keep_input(m, args):
             x = args[0]
+            alive.append(x)
             saved[x.untyped_storage()._cdata] = x.untyped_storage().nbytes()
 
         adapted = [m for name, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)
@@ -148,6 +150,7 @@ def trace_activations(transformer: torch.nn.Module, cfg: dict, *, batch: int, la
     def pack(x):
         key = x.untyped_storage()._cdata
         if key not in params:
+            alive.append(x)
             saved[key] = x.untyped_storage().nbytes()
         return x
 
