@@ -16,6 +16,7 @@ from magicdistill.data.clip_sources import ClipRule, Source, list_sources
 from magicdistill.data.encoders import Encoders, teacher_encoders
 from magicdistill.data.video_cache import build_cache
 from magicdistill.distill.trainer import distill
+from magicdistill.distill.w2s import W2SMethod
 from magicdistill.models.text import TextEmbedding
 from magicdistill.video import write_mp4
 from toys import write_tiny_teacher
@@ -242,3 +243,28 @@ def test_cache_cli_errors(tmp_path, capsys):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: give either --videos")
     assert not (tmp_path / "c").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(cache, teacher, tmp_path, monkeypatch):
+    from magicdistill.distill import losses
+    from magicdistill.train.checkpoint import load_checkpoint
+
+    real = W2SMethod.fake_update
+
+    def poisoned(self, batch, x_gen, cond, g):
+        metrics = real(self, batch, x_gen, cond, g)
+        return {**metrics, "loss_fake": float("nan")} if self._it == 3 else metrics
+
+    def step(self, batch, it, g):
+        self._it = it
+        return real_step(self, batch, it, g)
+
+    real_step = W2SMethod.step
+    monkeypatch.setattr(W2SMethod, "fake_update", poisoned)
+    monkeypatch.setattr(W2SMethod, "step", step)
+    cfg = DistillConfig(method="w2s", iters=6, batch_size=2, lora_rank=4, log_every=1, checkpoint_every=2,
+                        sample_every=100, data_cache=str(cache[0]))
+    with pytest.raises(losses.NonFiniteError, match="non-finite loss_fake = nan at iteration 3"):
+        distill(cfg, teacher, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "checkpoint")["step"] == 2  # the last good one, intact
+    assert not (tmp_path / "run" / "generator").exists()
