@@ -268,3 +268,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(cache, teacher, tmp
         distill(cfg, teacher, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "checkpoint")["step"] == 2  # the last good one, intact
     assert not (tmp_path / "run" / "generator").exists()
+
+
+def test_train_a_teacher_from_a_clips_cache(cache, teacher, tmp_path):
+    from magicdistill.config import DiTConfig, TeacherTrainConfig
+    from magicdistill.train.teacher import train_teacher
+
+    dit = DiTConfig(latent_channels=4, hidden_heads=2, head_dim=16, num_layers=1, num_single_layers=1,
+                    rope_axes_dim=(4, 6, 6), image_tokens=4, max_text_tokens=32)
+    cfg = TeacherTrainConfig(dit=dit, steps=2, batch_size=2, checkpoint_every=2, sample_every=2,
+                             vae_dir=str(teacher.parent / "vae"), data_cache=str(cache[0]))
+    train_teacher(cfg, str(tmp_path / "run"))
+    meta = json.loads((tmp_path / "run" / "teacher" / "dit.json").read_text())
+    assert (meta["height"], meta["width"], meta["num_frames"]) == (32, 32, 5)  # the cache's clip rule
+    assert not (tmp_path / "run" / "cache").exists()
