@@ -21,7 +21,6 @@ The parameter counts are exact (the weight files' headers, else the model built 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
