@@ -43,6 +43,8 @@ def _fail(msg: str) -> None:
 
 # options shared by several commands
 CACHE_DIR_OPTION = typer.Option(None, help="where the encoded dataset is cached [default: OUT/cache]")
+DATA_OPTION = typer.Option(None, "--data", help="a cache folder of your own clips or prompts (magicdistill cache; "
+                                                "docs/DATA.md) [default: the synthetic portraits]")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="print the resolved config and exit")
 RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint")
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
@@ -127,10 +129,11 @@ def train_cmd(
     checkpoint_every: int = typer.Option(250),
     sample_every: int = typer.Option(1000),
     cache_dir: Path = CACHE_DIR_OPTION,
+    data: Path = DATA_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
 ) -> None:
-    """Train a teacher (flow matching) on synthetic portrait videos."""
+    """Train a teacher (flow matching) on synthetic portrait videos (or your own: --data)."""
     _quiet()
     from .config import TeacherTrainConfig
     from .pipeline import SHIPPED_DIR
@@ -144,7 +147,7 @@ def train_cmd(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
         num_clips=num_clips, seed=seed, device=device, dtype=dtype, checkpoint_every=checkpoint_every,
         sample_every=sample_every, vae_dir=str(vae or SHIPPED_DIR / "vae"), init_from=str(init_from or ""),
-        train_shift=train_shift, guidance=guidance,
+        train_shift=train_shift, guidance=guidance, data_cache=str(data or ""),
         dit={"image_padding": image_padding, "embed_tokens": embed_tokens, "skip": skip})
 
 
@@ -171,6 +174,13 @@ def distill_cmd(
     dtype: str = DTYPE_OPTION,
     config: Path = typer.Option(None, help="a JSON DistillConfig, used instead of the flags"),
     cache_dir: Path = CACHE_DIR_OPTION,
+    data: Path = DATA_OPTION,
+    lora_rank: int = typer.Option(16, help="rank of the scores' LoRA"),
+    generator_lora_rank: int = typer.Option(16, help="rank of a LoRA generator's adapter"),
+    lora_targets: str = typer.Option("attention", help="attention | attention_ffn: the projections the LoRAs adapt"),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="recompute each transformer block's "
+                                                                      "activations in the backward pass"),
+    mixed_precision: str = typer.Option("no", help="no | bf16 (autocast; frozen backbone in bf16, float32 masters)"),
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
 ) -> None:
@@ -187,7 +197,72 @@ def distill_cmd(
     _run_with_config(
         DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
         alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator)
+        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator, data_cache=str(data or ""),
+        lora_rank=lora_rank, generator_lora_rank=generator_lora_rank, lora_targets=lora_targets,
+        checkpointing=checkpointing, mixed_precision=mixed_precision)
+
+
+@app.command("cache")
+def cache_cmd(
+    out: Path = typer.Option(..., help="cache folder to write (re-running the same command continues it)"),
+    videos: Path = typer.Option(None, help="folder of videos with NAME.txt captions, or a .csv/.jsonl manifest "
+                                           "(path, caption)"),
+    prompts: Path = typer.Option(None, help="instead of --videos: a text file, one prompt per line (a data-free cache "
+                                            "for the DMD terms alone)"),
+    teacher: Path = typer.Option(None, help="the model whose VAE and text encoder encode the cache [default: the "
+                                            "shipped tiny teacher]"),
+    height: int = typer.Option(None, help="frame height [default: the teacher's]"),
+    width: int = typer.Option(None, help="frame width [default: the teacher's]"),
+    frames: int = typer.Option(None, help="frames per clip, 1 + 4k [default: the teacher's]"),
+    fps: float = typer.Option(None, help="frames are sampled at this rate [default: the teacher's]"),
+    max_crop: float = typer.Option(0.25, help="skip clips whose centre crop would cut more than this fraction of a side"),
+    shard_size: int = typer.Option(256, help="clips per shard"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Encode your own clips (or prompts) with the teacher's VAE and text encoder into latent shards (docs/DATA.md)."""
+    _quiet()
+    from .data.cache_command import run_cache
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        summary = run_cache(teacher or SHIPPED_DIR / "teacher", out, videos=videos, prompts=prompts, height=height,
+                            width=width, frames=frames, fps=fps, max_crop=max_crop, shard_size=shard_size, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(summary.report(), err=True)
+    typer.echo(str(summary.path))
+
+
+@app.command("plan")
+def plan_cmd(
+    teacher: Path = typer.Option(None, help="teacher model folder [default: the shipped tiny teacher]"),
+    method: str = typer.Option("w2s", help="w2s | dmd"),
+    generator: str = typer.Option("full", help="full (a trainable copy) | lora (an adapter on the frozen backbone)"),
+    scores: str = typer.Option("shared_lora", help="shared_lora (W2S: one backbone + one LoRA) | separate (DMD2 as "
+                                                   "published: a frozen real and a trainable fake copy)"),
+    gpus: int = typer.Option(1, help="GPUs (FSDP2 shards parameters, gradients, optimizer states and EMA over them)"),
+    batch_size: int = typer.Option(1, help="clips per GPU per iteration"),
+    data: Path = typer.Option(None, "--data", help="a cache folder: its clips' token count [default: the teacher's format]"),
+    lora_rank: int = typer.Option(16),
+    generator_lora_rank: int = typer.Option(16),
+    lora_targets: str = typer.Option("attention", help="attention | attention_ffn"),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="recompute each block's activations"),
+    mixed_precision: str = typer.Option("no", help="no | bf16 (bf16 frozen backbone, float32 masters)"),
+    dtype: str = DTYPE_OPTION,
+) -> None:
+    """Per-GPU memory of a distillation run, part by part, from the teacher folder's config (docs/SCALING.md)."""
+    _quiet()
+    from .memory_plan import plan_for
+    from .pipeline import SHIPPED_DIR
+
+    try:
+        plan = plan_for(teacher or SHIPPED_DIR / "teacher", data=data, method=method, generator=generator,
+                        scores=scores, gpus=gpus, batch_size=batch_size, lora_rank=lora_rank,
+                        generator_lora_rank=generator_lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
+                        mixed_precision=mixed_precision, dtype=dtype)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(plan.report())
 
 
 @app.command("train-probe")

@@ -150,6 +150,7 @@ class TeacherTrainConfig(Strict):
     dtype: DType = "float32"
     vae_dir: str = ""
     init_from: str = ""  # a T2V teacher folder to convert to I2V (Magic 1-For-1 section 3)
+    data_cache: str = ""  # a cache folder written by `magicdistill cache` (docs/DATA.md); "" = the synthetic portraits
 
 
 class DistillConfig(Strict):
@@ -171,6 +172,12 @@ class DistillConfig(Strict):
     # scores' frozen backbone (its EMA is adapter-sized): the memory option of method.md
     generator: Literal["full", "lora"] = "full"
     generator_lora_rank: int = Field(16, ge=1)
+    # which projections the LoRAs (scores' and a LoRA generator's) adapt: attention, or attention and FFN
+    lora_targets: Literal["attention", "attention_ffn"] = "attention"
+    # memory options (docs/SCALING.md): recompute each transformer block's activations in the backward pass;
+    # bf16 autocast with the frozen backbone stored in bf16 and what trains kept in float32 (master weights)
+    checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16"] = "no"
     # CFG of the real score; None = the teacher's own (its dit.json sampler, else 6)
     real_guidance: Optional[float] = Field(None, ge=0)
     input_mode: Literal["noised_data", "backward_simulation"] = "noised_data"
@@ -193,6 +200,8 @@ class DistillConfig(Strict):
     lcm_teacher_steps: int = Field(50, ge=2)
     lcm_guidance: Optional[float] = Field(None, ge=0)  # None = the teacher's own
     num_clips: int = Field(1000, ge=4)
+    # a cache folder written by `magicdistill cache` (docs/DATA.md); "" = the synthetic portraits (num_clips of them)
+    data_cache: str = ""
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(50, ge=1)

@@ -33,6 +33,12 @@ class LatentSet:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
+    def take(self, idx) -> "LatentSet":
+        """The rows ``idx`` (the same interface as a cache folder's lazy reader, data/cache_reader.py)."""
+        idx = torch.as_tensor(idx)
+        return LatentSet(self.latents[idx], self.image_latents[idx], self.first_frames[idx], self.text.index(idx),
+                         [self.captions[i] for i in idx.tolist()])
+
     def first_frame_pixels(self, idx) -> torch.Tensor:
         return self.first_frames[idx].float().div(127.5).sub(1.0)
 

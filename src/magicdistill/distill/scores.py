@@ -24,12 +24,13 @@ import torch
 from ..config import DistillConfig
 from ..models.dit import VideoDiT
 from ..models.discriminator import FeatureTap
-from ..models.lora import AdapterRoles, AdapterWeights, SharedLoRA
+from ..models.lora import AdapterRoles, AdapterWeights, SharedLoRA, lora_targets
 
 class SharedScores:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         self.backbone = teacher.eval().requires_grad_(False)
-        self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank)
+        self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank,
+                               targets=lora_targets(self.backbone.transformer, cfg.lora_targets))
         self._tap = FeatureTap(self.backbone.transformer, list(cfg.disc_layers))
         self.generator_lora = _generator_adapter(self.backbone, cfg)
         # per role: (score LoRA scale, generator adapter scale); 0 switches the adapter off
@@ -91,7 +92,8 @@ def build_scores(teacher: VideoDiT, cfg: DistillConfig) -> SharedScores | Separa
 def _generator_adapter(backbone: VideoDiT, cfg: DistillConfig) -> SharedLoRA | None:
     if cfg.generator != "lora":
         return None
-    lora = SharedLoRA(backbone.transformer, rank=cfg.generator_lora_rank, adapter="generator")
+    lora = SharedLoRA(backbone.transformer, rank=cfg.generator_lora_rank, adapter="generator",
+                      targets=lora_targets(backbone.transformer, cfg.lora_targets))
     lora.set_scale(0.0)  # outside its role the backbone is not the generator
     return lora
 

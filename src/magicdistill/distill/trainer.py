@@ -27,20 +27,23 @@ from ..pipeline import read_record, resolve_vae_dir, sample_video, with_absolute
 from ..train.run import Run
 from ..train.teacher import latent_set_for, step_generator
 from ..video import tensor_to_frames, write_mp4
+from .cached_data import check_teacher_fits, config_for_data, open_cache_for_teacher
 from .cfg_distill import CFGDistillMethod
+from .memory import autocast
 from .lcm import LCMMethod
 from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
 
 
-def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device, *, i2v: bool = True) -> DistillBatch:
+def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, device, *, i2v: bool = True,
+               has_clips: bool = True) -> DistillBatch:
     """A seeded batch; a text-to-video teacher gets no first frame (nothing is pasted into its outputs)."""
     b = len(idx)
     null = TextEmbedding(null_text.tokens.expand(b, -1, -1), null_text.mask.expand(b, -1), null_text.pooled.expand(b, -1))
     image = data.first_frame_pixels(idx).to(device) if i2v else None
     image_latent = data.image_latents[idx].to(device) if i2v else None
     return DistillBatch(data.latents[idx].to(device), data.text.index(idx).to(device, torch.float32), null.to(device),
-                        image, image_latent)
+                        image, image_latent, has_clips)
 
 
 def build_method(teacher: VideoDiT, cfg: DistillConfig):
@@ -77,7 +80,13 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
     if cfg.generator == "lora" and cfg.method not in ("w2s", "dmd"):
         raise ValueError(f"--generator lora applies to --method w2s or dmd, not {cfg.method} (use --generator full)")
+    if (cfg.checkpointing or cfg.mixed_precision != "no") and cfg.method not in ("w2s", "dmd"):
+        raise ValueError(f"checkpointing and mixed precision apply to --method w2s or dmd, not {cfg.method}")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
+    cached = None
+    if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
+        cached = open_cache_for_teacher(cfg.data_cache, meta, resolve_vae_dir(teacher_dir))
+        cfg = config_for_data(cfg, cached)
     run = Run(out, cfg, resume=resume, may_change=("iters",))
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
@@ -93,12 +102,21 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         print(final)
         return final
     vae = load_vae(vae_dir, dtype=dtype, device=device)
-    enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
-    null_text = enc([""])
-    data_cfg = DataConfig.of_model(meta)
-    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-    data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
-    test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
+    if cached is None:
+        enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
+        null_text = enc([""])
+        data_cfg = DataConfig.of_model(meta)
+        cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+        data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+        test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
+    else:  # the cache carries the text embeddings (the empty prompt's too): no text encoder in memory
+        check_teacher_fits(cached, latent_channels=teacher.latent_channels, i2v=teacher.is_i2v)
+        null_text = cached.null_text().to(device)
+        data, test = cached, cached.take(range(min(2, len(cached))))  # samples show the first clips (or prompts)
+        rule = cached.rule
+        meta = {**meta, "height": rule["height"], "width": rule["width"], "num_frames": rule["num_frames"],
+                "fps": rule["fps"]}
+    has_clips = cached is None or cached.has_clips
     # 2. method
     method = build_method(teacher, cfg)
     start = run.resume(method.modules(), method.optimizers()) if resume else 0
@@ -107,7 +125,10 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     for it in bar:
         g = step_generator(cfg.seed, it)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        metrics = method.step(make_batch(data, idx, null_text, device, i2v=teacher.is_i2v), it, g)
+        rows = data.take(idx)  # a cache folder reads only these rows
+        with autocast(cfg, device):  # bf16 under --mixed-precision bf16, else nothing
+            metrics = method.step(make_batch(rows, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
+                                             has_clips=has_clips), it, g)
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})
@@ -115,7 +136,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
             run.save(it + 1, method.modules(), method.optimizers())
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
             with ema_generator(method) as generator:
-                _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta)
+                _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta,
+                                                   has_clips=has_clips)
             run.log(it + 1, **drift)
     # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
@@ -129,14 +151,20 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
 
 @torch.no_grad()
 def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: LatentSet, null_text: TextEmbedding,
-                            cfg: DistillConfig, meta: dict, n: int = 2) -> tuple[Path, dict[str, float]]:
-    """Held-out truth | EMA-generator sample, side by side; and the collapse signal between them."""
+                            cfg: DistillConfig, meta: dict, n: int = 2, *, has_clips: bool = True
+                            ) -> tuple[Path, dict[str, float]]:
+    """Held-out truth | EMA-generator sample, side by side; and the collapse signal between them
+    (a prompts-only cache has no truth: the samples alone, no signal)."""
+    n = min(n, len(test))
     idx = torch.arange(n)
     rec = sampler_record(cfg)
     video = sample_video(generator, vae, test.text.index(idx).to(dtype=torch.float32), null_text,
-                         test.first_frame_pixels(idx), num_frames=meta["num_frames"],
+                         test.first_frame_pixels(idx) if has_clips else None, num_frames=meta["num_frames"],
                          generator=torch.Generator().manual_seed(cfg.seed), steps=cfg.steps, shift=cfg.shift,
-                         guidance=rec["guidance"], sampler=rec["kind"])
+                         guidance=rec["guidance"], sampler=rec["kind"], size=(meta["height"], meta["width"]))
+    if not has_clips:
+        grid = torch.cat(list(video), dim=-2)
+        return write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"]), {}
     truth = vae.decode(test.latents[idx])
     grid = torch.cat([torch.cat([t, v], dim=-1) for t, v in zip(truth, video)], dim=-2)
     path = write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"])

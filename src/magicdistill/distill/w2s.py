@@ -30,6 +30,7 @@ from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
+from .memory import apply_memory_options
 from .scores import LoRAGenerator, build_scores
 from .telemetry import latent_drift
 
@@ -41,6 +42,7 @@ class DistillBatch:
     null_text: TextEmbedding  # the empty prompt, batch-expanded
     image: torch.Tensor | None  # (B, 3, H, W) first frames in [-1, 1]
     image_latent: torch.Tensor | None  # (B, C, 1, h, w)
+    has_clips: bool = True  # False for a prompts-only cache: x_gt is zeros of the latent shape, not data
 
 
 @contextmanager
@@ -92,6 +94,7 @@ class W2SMethod:
         self.opt_generator = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.99),
                                                weight_decay=0.0)
         self.opt_fake = torch.optim.AdamW(self.fake_params, lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
+        apply_memory_options(self)  # checkpointing, bf16 frozen backbone (docs/SCALING.md)
 
     # --- schedule (owned by the method) ----------------------------------------------------------
     def generator_turn(self, it: int) -> bool:
@@ -160,7 +163,8 @@ class W2SMethod:
         x_gen = self.generate(batch, g, grad=gen_turn)
         metrics = self.generator_update(batch, x_gen, cond, uncond, g) if gen_turn else {}
         metrics.update(self.fake_update(batch, x_gen, cond, g))
-        metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
+        if batch.has_clips:
+            metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
         for k, v in metrics.items():
             if not torch.isfinite(torch.tensor(v)):
                 raise losses.NonFiniteError(f"non-finite {k} = {v} at iteration {it}")

@@ -32,6 +32,34 @@ LORA_TARGETS = {
     "WanTransformer3DModel": ["to_q", "to_k", "to_v", "to_out.0"],
 }
 
+# the feed-forward projections, added by targets "attention_ffn" (Hunyuan's single blocks: proj_mlp in,
+# and proj_out, which projects attention and MLP together, named per block so the model's final proj_out is not)
+FFN_TARGETS = {
+    "HunyuanVideoTransformer3DModel": ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
+                                       "proj_mlp", "single_transformer_blocks.*.proj_out"],
+    "WanTransformer3DModel": ["ffn.net.0.proj", "ffn.net.2"],
+}
+TARGET_GROUPS = ("attention", "attention_ffn")
+
+
+def lora_targets(transformer: nn.Module, which: str = "attention") -> list[str]:
+    """Module names for peft's ``target_modules``: the attention projections, plus the FFN's for
+    "attention_ffn" (``blocks.*.name`` patterns expanded to each block's full name)."""
+    name = type(transformer).__name__
+    if which not in TARGET_GROUPS:
+        raise ValueError(f"LoRA targets must be one of {TARGET_GROUPS}, got {which!r}")
+    if name not in LORA_TARGETS:
+        raise ValueError(f"no default LoRA targets for {name}; pass targets=[...]")
+    out = list(LORA_TARGETS[name]) + (FFN_TARGETS[name] if which == "attention_ffn" else [])
+    expanded = []
+    for t in out:
+        if "*" in t:
+            prefix, suffix = t.split(".*.")
+            expanded += [f"{prefix}.{i}.{suffix}" for i in range(len(getattr(transformer, prefix)))]
+        else:
+            expanded.append(t)
+    return expanded
+
 
 class SharedLoRA:
     """Adds one LoRA adapter to a frozen transformer and switches its scale per call."""
@@ -150,6 +178,14 @@ class AdapterRoles:
             lora.set_scale(scale)
         activate(self._layers, [a.adapter for a, scale in zip(self.adapters, scales) if scale != 0])
         self._current = scales
+
+    @property
+    def current(self) -> tuple[float, ...]:
+        """The adapters' scales now (a role's, or the state outside any role)."""
+        return self._current
+
+    def apply(self, scales: tuple[float, ...]) -> None:
+        self._apply(scales)
 
     @contextmanager
     def use(self, role: str) -> Iterator[None]:

@@ -103,6 +103,31 @@ def latent_set_for(data_cfg: DataConfig, vae_dir: str, split: str, n: int, vae: 
     return data
 
 
+def open_user_cache(cfg: TeacherTrainConfig, vae_dir: str):
+    """``--data CACHE`` for teacher training: a clips cache encoded by this VAE and the default text encoder."""
+    from ..data.cache_reader import CachedClips
+    from ..data.encoders import text_fingerprint, vae_fingerprint
+    from ..models.text import default_text_encoder_path
+
+    data = CachedClips(cfg.data_cache)
+    if not data.has_clips:
+        raise ValueError(f"--data {cfg.data_cache} is a prompts-only cache; training a teacher needs clips")
+    data.check_encoders({"vae": vae_fingerprint(vae_dir),
+                         "text": text_fingerprint(default_text_encoder_path(), cfg.dit.max_text_tokens)}, "--vae")
+    return data
+
+
+def with_cache_format(cfg: TeacherTrainConfig) -> TeacherTrainConfig:
+    """The clip format of ``--data CACHE`` (its clip rule) becomes the run's, recorded in the teacher's dit.json."""
+    if not cfg.data_cache:
+        return cfg
+    from ..data.cache_reader import CachedClips
+
+    rule = CachedClips(cfg.data_cache).rule
+    fmt = {k: rule[k] for k in ("height", "width", "num_frames", "fps")}
+    return TeacherTrainConfig.strict_update(cfg, data={**cfg.data.model_dump(), **fmt})
+
+
 def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: LatentSet, null_text: TextEmbedding,
                   cfg: TeacherTrainConfig, n: int = 2, steps: int = 25) -> Path:
     """Side by side: held-out ground truth | 25-step sample at the run's guidance from the same first frame."""
@@ -121,20 +146,25 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     if not cfg.vae_dir:
         raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
     torch.manual_seed(cfg.seed)
+    cfg = with_cache_format(cfg)
     run = Run(out, cfg, resume=resume, may_change=("steps", "guidance"))  # guidance: previews and record only
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     vae = load_vae(cfg.vae_dir, device=device)
     vae.check_frames(cfg.data.num_frames)
-    enc = TextEncoder(max_tokens=cfg.dit.max_text_tokens, device=device)
-    if enc.dim != cfg.dit.text_dim:
-        raise ValueError(f"text encoder width {enc.dim} != dit.text_dim {cfg.dit.text_dim}")
-    null_text = enc([""])
-    # 1. data
-    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-    data = latent_set_for(cfg.data, cfg.vae_dir, "train", cfg.num_clips, vae, enc, cdir)
-    test = latent_set_for(cfg.data, cfg.vae_dir, "test", 16, vae, enc, cdir)
-    if data.latents.shape[1] != cfg.dit.latent_channels:
-        raise ValueError(f"VAE latent channels {data.latents.shape[1]} != dit.latent_channels {cfg.dit.latent_channels}")
+    # 1. data: the synthetic clips, encoded once; or a user's cache folder (docs/DATA.md), read lazily
+    if cfg.data_cache:
+        data = open_user_cache(cfg, vae_dir=cfg.vae_dir)
+        null_text, test = data.null_text().to(device), data.take(range(min(2, len(data))))
+    else:
+        enc = TextEncoder(max_tokens=cfg.dit.max_text_tokens, device=device)
+        if enc.dim != cfg.dit.text_dim:
+            raise ValueError(f"text encoder width {enc.dim} != dit.text_dim {cfg.dit.text_dim}")
+        null_text = enc([""])
+        cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+        data = latent_set_for(cfg.data, cfg.vae_dir, "train", cfg.num_clips, vae, enc, cdir)
+        test = latent_set_for(cfg.data, cfg.vae_dir, "test", 16, vae, enc, cdir)
+    if test.latents.shape[1] != cfg.dit.latent_channels:
+        raise ValueError(f"VAE latent channels {test.latents.shape[1]} != dit.latent_channels {cfg.dit.latent_channels}")
     # 2. model
     dit = build_teacher(cfg).to(device, dtype).train()
     ema = EMA(dit, cfg.ema_decay)
@@ -149,7 +179,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     for step in bar:
         g = step_generator(cfg.seed, step)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        loss = teacher_loss(dit, data, idx, null_text, cfg, g)
+        loss = teacher_loss(dit, data.take(idx), torch.arange(len(idx)), null_text, cfg, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
