@@ -7,13 +7,13 @@ Euler (+ batched CFG); 4. put the image's latent in the first latent frame; 5. d
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .models.dit import Condition, VideoDiT
+from .models.folder import TEACHER_SAMPLER, model_sampler, read_record, resolve_vae_dir, with_absolute_vae  # noqa: F401 (re-exported)
 from .models.text import TextEmbedding, TextEncoder
 from .models.vae import VideoVAE, load_vae
 from .flow import sigma_schedule
@@ -132,38 +132,3 @@ class I2VPipeline:
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
                             progress=progress, sampler=rec["kind"], eta=rec["eta"] if eta is None else eta)[0]
-
-
-TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0, "eta": 0.0}
-
-
-def model_sampler(meta: dict) -> dict:
-    """How a model folder samples by default: its dit.json ``sampler`` over the teacher defaults
-    (50 Euler ODE steps, CFG 6, shift 5). A shipped teacher records the guidance (and eta) chosen for it."""
-    return {**TEACHER_SAMPLER, **meta.get("sampler", {})}
-
-
-def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:
-    """--vae if given; else a ``vae`` folder beside the model folder (how models are shipped);
-    else the VAE path recorded when the model was trained."""
-    if vae_dir:
-        return Path(vae_dir)
-    sibling = (Path(model_dir) / ".." / "vae").resolve()
-    if (sibling / "config.json").is_file():
-        return sibling
-    recorded = read_record(model_dir).get("vae")
-    if recorded:
-        return (Path(model_dir) / recorded).resolve()
-    raise ValueError(f"no VAE beside {model_dir} and none recorded in its dit.json: pass --vae DIR")
-
-
-def with_absolute_vae(meta: dict, vae_dir: str | Path) -> dict:
-    """A model record for a *new* folder: ``meta`` with its VAE as an absolute path. A recorded path is
-    relative to the folder it was written for (the shipped models' "../vae"), so a folder written anywhere
-    else (a distilled generator, a cast or quantized copy) must not inherit it."""
-    return {**meta, "vae": str(Path(vae_dir).resolve())}
-
-
-def read_record(model_dir: Path) -> dict:
-    f = Path(model_dir) / "dit.json"
-    return json.loads(f.read_text()) if f.is_file() else {}

@@ -21,7 +21,7 @@ DTYPES = get_args(DType)
 
 def cast_weights(model_dir: str | Path, out: str | Path, dtype: str) -> Path:
     """Write ``model_dir``'s DiT (transformer + vision encoder) to the new folder ``out`` stored as ``dtype``."""
-    from ..pipeline import read_record, resolve_vae_dir, with_absolute_vae
+    from .folder import read_record, resolve_vae_dir, with_absolute_vae
 
     model_dir, out = Path(model_dir), Path(out)
     if out.exists():
