@@ -411,6 +411,27 @@ def evaluate_cmd(
         typer.echo(str(write_json(json_out, result)))
 
 
+@app.command("convert-i2v")
+def convert_i2v_cmd(
+    model: Path = typer.Option(..., help="text-to-video diffusers pipeline folder (WanPipeline, HunyuanVideoPipeline)"),
+    out: Path = typer.Option(..., help="new folder: the image-to-video pipeline (docs/REAL_MODELS.md)"),
+    image_encoder_from: Path = typer.Option(None, help="Wan: a Wan 2.1 I2V folder whose CLIP image encoder is used "
+                                                       "(adds zero-initialised image-token weights)"),
+    text_encoder_from: Path = typer.Option(None, help="HunyuanVideo: a HunyuanVideo-I2V folder whose Llava text "
+                                                      "encoder, tokenizer and image processor are used"),
+) -> None:
+    """Widen a T2V model to I2V (noise + first-frame latent + mask channels, new weights zero): equal to the T2V
+    model until fine-tuned."""
+    _quiet()
+    from .models.convert import convert_to_i2v
+
+    try:
+        path = convert_to_i2v(model, out, image_encoder_from=image_encoder_from, text_encoder_from=text_encoder_from)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
 def main() -> None:
     try:  # typer >= 0.29 vendors its own click
         from typer._click import exceptions as click_exc
