@@ -220,6 +220,9 @@ def generate_cmd(
                                          "(stochastic Euler) [default: the model's sampler, else 0]"),
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
+    height: int = typer.Option(None, help="frame height in pixels [default: the model folder's record, else its "
+                                          "pipeline's default]"),
+    width: int = typer.Option(None, help="frame width in pixels [default: as --height]"),
     seconds: float = typer.Option(None, help="a long video of this many seconds (at most 600) by a sliding window "
                                              "of model-length windows; excludes --frames (docs/LONG_VIDEO.md)"),
     overlap: int = typer.Option(None, help="with --seconds: latent frames each window shares with the previous one "
@@ -247,7 +250,7 @@ def generate_cmd(
         path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, eta=eta,
                         seed=seed, frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
                         dtype=dtype, seconds=seconds, overlap=overlap, t2i=t2i, index=index, quantize=quantize,
-                        compile=compile)
+                        compile=compile, height=height, width=width)
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"done in {time.time() - t0:.1f} s", err=True)

@@ -232,6 +232,11 @@ def _scheduler_shift(pipeline_dir: Path) -> float:
     return float(shift if shift is not None else 1.0)
 
 
+def is_real_folder(path: str | Path) -> bool:
+    """A diffusers pipeline folder or one magicdistill derived from it (not the tiny default's layout)."""
+    return (Path(path) / RECORD).is_file() or (Path(path) / INDEX).is_file()
+
+
 def read_model_folder(path: str | Path) -> ModelFolder:
     """The record of the model folder ``path`` (any of the three layouts); a one-line ValueError when
     ``path`` is none of them or its record is malformed."""
