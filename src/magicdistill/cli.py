@@ -166,6 +166,10 @@ def distill_cmd(
     cache_dir: Path = CACHE_DIR_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
+    height: int = typer.Option(None, help="training clip height [default: the teacher folder's record, else its "
+                                          "pipeline's default]"),
+    width: int = typer.Option(None, help="training clip width [default: as --height]"),
+    frames: int = typer.Option(None, help="training clip frames [default: as --height]"),
 ) -> None:
     """Distil the teacher into a few-step generator (MagicDistillation W2S, DMD2, or the Euler baseline)."""
     _quiet()
@@ -175,7 +179,8 @@ def distill_cmd(
     def run(cfg):
         from .distill.trainer import distill
 
-        distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir)
+        distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir, height=height,
+                width=width, frames=frames)
 
     _run_with_config(
         DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
@@ -433,6 +438,25 @@ def convert_i2v_cmd(
     except ValueError as e:
         _fail(str(e))
     typer.echo(str(path))
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Option(..., help="a generator folder distilled from a diffusers Wan/HunyuanVideo folder"),
+    out: Path = typer.Option(None, help="new folder: a standard diffusers pipeline (DiffusionPipeline.from_pretrained)"),
+    lora: Path = typer.Option(None, help="new .safetensors file: a LoRA for pipe.load_lora_weights on the base pipeline"),
+    rank: int = typer.Option(32, help="with --lora: the LoRA rank (SVD of the generator's weight change)"),
+) -> None:
+    """Export a distilled generator for plain diffusers: a pipeline folder and/or a LoRA (docs/REAL_MODELS.md)."""
+    _quiet()
+    from .models.export import export_model
+
+    try:
+        lines = export_model(model, out, lora=lora, rank=rank)
+    except ValueError as e:
+        _fail(str(e))
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:

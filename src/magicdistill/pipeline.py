@@ -63,15 +63,17 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
     if image is None and size is None:
         raise ValueError("without a first frame the video size must be given")
     h, w = image.shape[-2:] if image is not None else size
-    if h % (vae.spatial_ratio * dit.transformer.config.patch_size) or w % (vae.spatial_ratio * dit.transformer.config.patch_size):
-        raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * dit.transformer.config.patch_size}")
+    patch = dit.transformer.config.patch_size
+    patch = patch[-1] if isinstance(patch, (tuple, list)) else patch  # Wan's is (t, h, w)
+    if h % (vae.spatial_ratio * patch) or w % (vae.spatial_ratio * patch):
+        raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * patch}")
     shape = (b, dit.latent_channels, vae.latent_frames(num_frames), h // vae.spatial_ratio, w // vae.spatial_ratio)
     # 1-2. conditions, computed once for all steps
     cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None)
     # 3. denoise; noise drawn on CPU from the caller's generator so results do not depend on device
     noise = torch.randn(shape, generator=generator).to(device)
     model = dit
-    if dit.transformer.config.guidance_embeds:  # CFG-distilled: w is an input, one forward per step
+    if getattr(dit.transformer.config, "guidance_embeds", False):  # CFG-distilled: w is an input, one forward per step
         w = torch.tensor([float(guidance)], device=device)
         model, uncond, guidance = (lambda x, s, c: dit(x, s, c, guidance=w)), None, 1.0
     if wrap_model is not None:

@@ -69,6 +69,10 @@ class SamplerRecord(_Record):
     guidance: float = Field(6.0, ge=0, allow_inf_nan=False)
     shift: float = Field(5.0, gt=0, allow_inf_nan=False)
     eta: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    # real families: "scheduler" = the sigmas of the folder's scheduler (what its diffusers pipeline
+    # steps through); "shifted_linear" = flow.sigma_schedule(steps, shift), what a distilled generator
+    # was trained at
+    schedule: Literal["scheduler", "shifted_linear"] = "scheduler"
 
 
 class VideoRecord(_Record):

@@ -73,6 +73,7 @@ class RealDiT(nn.Module):
         self.meta = dict(record or {})  # {"sampler": ...}: what with_teacher_guidance reads
         self.embedded_guidance: float | None = None  # a guidance-embedded teacher's scale, when no guidance is passed
         self.vision = None  # the tiny default's own vision encoder; a real family's image tokens come from its folder
+        self.folder: ModelFolder | None = None  # where it was loaded from: what a derived folder records as base
 
     @property
     def is_i2v(self) -> bool:
@@ -95,7 +96,32 @@ class RealDiT(nn.Module):
         return Condition(text.tokens.to(self.dtype), text.mask, text.pooled.to(self.dtype), image_latent, extra)
 
     def conditions(self, text: TextEmbedding, null_text: TextEmbedding, image=None, image_latent=None):
-        return self.condition(text, image, image_latent), self.condition(null_text, image, image_latent)
+        """(cond, uncond); a guidance-embedded model has no CFG pair (uncond None): its scale is an input."""
+        if self.is_i2v:
+            raise ValueError("training on an image-to-video Wan / HunyuanVideo teacher is not supported yet: "
+                             "use its text-to-video folder")
+        uncond = None if self.guidance_embeds else self.condition(null_text, image, image_latent)
+        return self.condition(text, image, image_latent), uncond
+
+    def save(self, path: str | Path, **fields) -> None:
+        """A derived model folder (models/folder.py): ``transformer/`` (+ ``transformer_2/``) in diffusers
+        format and magicdistill.json pointing at the source pipeline folder for everything else.
+        ``fields``: the record's sampler, method, ...; a tiny record's clip keys become its ``video``."""
+        from ..folder import write_derived_record
+
+        if self.folder is None:
+            raise ValueError("this model was not loaded from a folder: nothing to record as its base")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(str(path / "transformer"), safe_serialization=True)
+        if self.transformer_2 is not None:
+            self.transformer_2.save_pretrained(str(path / "transformer_2"), safe_serialization=True)
+        clip = {k: fields.pop(k) for k in ("height", "width", "num_frames", "fps") if k in fields}
+        if clip:
+            fields["video"] = {"height": clip["height"], "width": clip["width"], "frames": clip["num_frames"],
+                               "fps": clip["fps"]}
+        fields = {k: v for k, v in fields.items() if k not in ("vae", "text_encoder")}
+        write_derived_record(path, self.folder, weights_dtype=str(self.dtype).removeprefix("torch."), **fields)
 
     def expert(self, sigma: torch.Tensor) -> nn.Module:
         if self.transformer_2 is None or self.boundary is None:
@@ -139,6 +165,10 @@ class Family:
         raise NotImplementedError
 
     def scheduler_sigmas(self, scheduler, steps: int, shift: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_text(self, pipe, dit: RealDiT, prompts: list[str], *, max_sequence_length: int, device) -> TextEmbedding:
+        """Prompts -> the transformer's text inputs (text-to-video; an I2V prompt may depend on the image)."""
         raise NotImplementedError
 
     def encode(self, pipe, dit: RealDiT, prompts: list[str], image, *, height: int, width: int, frames: int,

@@ -62,6 +62,15 @@ class HunyuanFamily(Family):
         sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
         return torch.as_tensor(np.asarray(sched.sigmas), dtype=torch.float32)
 
+    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device) -> TextEmbedding:
+        if dit.is_i2v:
+            raise ValueError("HunyuanVideo-I2V encodes the prompt together with the first frame: "
+                             "text alone is not its condition")
+        template = prompt_template(pipe.tokenizer, pipe.text_encoder, False)
+        pe, pooled, mask = pipe.encode_prompt(prompt=list(prompts), prompt_template=template, device=device,
+                                              max_sequence_length=max_sequence_length)
+        return TextEmbedding(pe, mask.bool(), pooled)
+
     def encode(self, pipe, dit: RealDiT, prompts, image, *, height, width, frames, guidance, noise,
                max_sequence_length, device) -> Encoded:
         i2v = dit.is_i2v

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ...flow import sigma_schedule
 from ...sampling import euler_sample
 from ..folder import ModelFolder, read_model_folder
 from ..vae import VideoVAE
@@ -45,8 +46,9 @@ def load_dit(folder: ModelFolder, *, dtype: torch.dtype = torch.float32, device=
 
         index = read_json(((folder.base or folder.path)) / "model_index.json")
         boundary = index.get("boundary_ratio")
-    return RealDiT(family, transformer, t2, boundary=boundary,
-                   record={"sampler": folder.sampler.model_dump()}).to(device).eval()
+    dit = RealDiT(family, transformer, t2, boundary=boundary, record={"sampler": folder.sampler.model_dump()})
+    dit.folder = folder
+    return dit.to(device).eval()
 
 
 class RealPipeline:
@@ -89,7 +91,12 @@ class RealPipeline:
         return self.folder.is_i2v
 
     def sigmas(self, steps: int, shift: float) -> torch.Tensor:
+        if self.folder.sampler.schedule == "shifted_linear":  # a distilled generator: the sigmas it trained at
+            return sigma_schedule(steps, shift)
         return self.family.scheduler_sigmas(self.pipe.scheduler, steps, shift)
+
+    def text_encoder(self) -> "FamilyTextEncoder":
+        return FamilyTextEncoder(self)
 
     @torch.no_grad()
     def latents(self, image, prompt: str, **kw) -> torch.Tensor:
@@ -139,3 +146,18 @@ class RealPipeline:
         video = self.vae.decode(latents.to(self.vae.dtype))[0]
         # a dropped first latent frame (HunyuanVideo-I2V) is dropped after decoding, as diffusers does
         return video[:, self.vae.temporal_ratio:] if keep is not None else video
+
+
+class FamilyTextEncoder:
+    """The folder's own text encoder(s) as a ``TextEncoder``-like callable: prompts -> TextEmbedding
+    (what the latent cache stores for distillation)."""
+
+    def __init__(self, pipe: RealPipeline):
+        self.pipe = pipe
+        self.max_tokens = pipe.max_sequence_length
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]):
+        device = next(self.pipe.dit.parameters()).device
+        return self.pipe.family.encode_text(self.pipe.pipe, self.pipe.dit, list(texts),
+                                            max_sequence_length=self.max_tokens, device=device)

@@ -45,6 +45,11 @@ class WanFamily(Family):
         sched.set_timesteps(steps)
         return torch.as_tensor(np.asarray(sched.sigmas), dtype=torch.float32)
 
+    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device) -> TextEmbedding:
+        pe, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                   max_sequence_length=max_sequence_length, device=device)
+        return self._text(pe)
+
     def encode(self, pipe, dit: RealDiT, prompts, image, *, height, width, frames, guidance, noise,
                max_sequence_length, device) -> Encoded:
         cfg = guidance > 1.0
@@ -61,11 +66,14 @@ class WanFamily(Family):
         return Encoded(self._cond(dit, pe, extra), self._cond(dit, ne, extra) if cfg else None)
 
     @staticmethod
-    def _cond(dit: RealDiT, embeds: torch.Tensor, extra: dict | None) -> Condition:
+    def _text(embeds: torch.Tensor) -> TextEmbedding:
+        """Wan's text input: the zero-padded token states; it takes no mask and no pooled vector."""
         b, n, _ = embeds.shape
-        text = TextEmbedding(embeds, torch.ones(b, n, dtype=torch.bool, device=embeds.device),
+        return TextEmbedding(embeds, torch.ones(b, n, dtype=torch.bool, device=embeds.device),
                              torch.zeros(b, 1, device=embeds.device))
-        return dit.condition(text, extra=extra)
+
+    def _cond(self, dit: RealDiT, embeds: torch.Tensor, extra: dict | None) -> Condition:
+        return dit.condition(self._text(embeds), extra=extra)
 
 
 WAN = WanFamily()
