@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.folder import read_record, resolve_vae_dir, with_absolute_vae, write_record
+from ..models.folder import is_real_folder, read_record, resolve_vae_dir, with_absolute_vae, write_record
 from .int8 import SCHEME, quantize_int8
 from .int8_files import DIT_WEIGHTS, TEXT_DIR, TEXT_WEIGHTS, save_int8
 
@@ -93,6 +93,14 @@ def quantize_folder(model_dir: str | Path, out: str | Path, *, vae_dir: str | Pa
 
     model_dir, out = Path(model_dir), Path(out)
     check_out_dir(out)
+    if is_real_folder(model_dir):  # Wan / HunyuanVideo: int8 transformer; VAE and the folder's own encoders kept
+        from ..models.families.derived import quantize_real
+
+        if vae_dir or text_encoder:
+            raise ValueError(f"--vae / --text-encoder do not apply to {model_dir}: it keeps its own")
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        return quantize_real(model_dir, out), None
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
     meta = read_record(model_dir)

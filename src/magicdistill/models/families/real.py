@@ -22,6 +22,21 @@ from ..vae import VideoVAE
 from .base import Family, RealDiT, load_component
 
 
+INT8_WEIGHTS = "transformer.int8.safetensors"
+
+
+def load_int8_transformer(folder: ModelFolder, cls, *, dtype: torch.dtype):
+    """The int8 transformer of a folder written by ``quantize_real``."""
+    file = folder.path / folder.record["quantization"].get("weights", INT8_WEIGHTS)
+    if not file.is_file():
+        raise ValueError(f"{folder.path} is marked quantized but has no {file.name}: re-run `magicdistill quantize`")
+    from ...quant.int8_files import load_int8
+
+    transformer = cls.from_config(cls.load_config(str(folder.path / "transformer")))
+    return load_int8(transformer, file, dtype)
+
+
+
 def family_of(folder: ModelFolder) -> Family:
     if folder.family == "wan":
         from .wan import WAN
@@ -37,7 +52,11 @@ def family_of(folder: ModelFolder) -> Family:
 def load_dit(folder: ModelFolder, *, dtype: torch.dtype = torch.float32, device="cpu") -> RealDiT:
     """The folder's transformer(s) as a RealDiT (no encoders, no VAE: what distillation trains)."""
     family = family_of(folder)
-    transformer = load_component(folder, "transformer", dtype=dtype, device=device)
+    if folder.record.get("quantization"):  # written by `magicdistill quantize` (families/derived.py)
+        lib, cls_name = folder.components["transformer"]
+        transformer = load_int8_transformer(folder, getattr(importlib.import_module(lib), cls_name), dtype=dtype)
+    else:
+        transformer = load_component(folder, "transformer", dtype=dtype, device=device)
     t2 = load_component(folder, "transformer_2", dtype=dtype, device=device) if "transformer_2" in folder.components \
         and folder.has_component("transformer_2") else None
     boundary = None
