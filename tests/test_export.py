@@ -67,8 +67,10 @@ def _generator_folder(base, path, seed):
     from magicdistill.models.folder import read_model_folder, write_derived_record
 
     _perturbed_transformer(base, seed).save_pretrained(path / "transformer")
+    # the schedule distill records: the generator was trained at flow.sigma_schedule(steps, shift)
     write_derived_record(path, read_model_folder(base),
                          sampler={"kind": "euler", "steps": STEPS, "shift": SHIFT, "eta": 0.0,
+                                  "schedule": "shifted_linear",
                                   "guidance": GUIDANCE["wan-t2v" if "wan" in base.name else "hunyuan-t2v"]})
     return path
 
@@ -161,11 +163,14 @@ def test_hunyuan_pipeline_folder_reloads_in_plain_diffusers_equal_to_ours(export
 
 
 def test_wan_pipeline_folder_takes_our_euler_steps(exported, monkeypatch):
-    """Wan folders ship UniPC: the export sets it to order 1 without corrector (= Euler) at our shift.
+    """Wan folders ship UniPC: the export sets it to order 1 without corrector (= an Euler step) at our shift.
 
-    diffusers' UniPC casts timesteps to integers (999 for sigma 0.999999); that is the only difference
-    from our sampler, shown by running the same folder with the timesteps left as floats."""
+    Two details of diffusers' UniPC remain, so the plain reload is close to ours, not equal: its
+    step grid is shift(linspace(1, 1/1000, N + 1)) where the generator's is shift(linspace(1, 0, N + 1)),
+    and it casts timesteps to integers. With the generator's grid and float timesteps put into the
+    same scheduler, diffusers' loop equals ours."""
     import diffusers
+    from magicdistill.flow import sigma_schedule
 
     root, ours, theirs = exported
     folder = root / "pipe-wan-t2v"
@@ -175,14 +180,18 @@ def test_wan_pipeline_folder_takes_our_euler_steps(exported, monkeypatch):
     assert (config["flow_shift"], config["solver_order"]) == (SHIFT, 1)
     # the subprocess loaded exactly what an in-process diffusers run of the folder gives
     torch.testing.assert_close(got["latents"], _pipeline_latents(folder, "wan-t2v", _noise(11)), atol=ATOL, rtol=0)
+    scheduler = diffusers.UniPCMultistepScheduler.from_pretrained(folder / "scheduler")
+    scheduler.set_timesteps(STEPS)
+    assert (scheduler.sigmas - sigma_schedule(STEPS, SHIFT)).abs().max() < 1e-3  # the grid, nearly ours
 
     set_timesteps = diffusers.UniPCMultistepScheduler.set_timesteps
 
-    def float_timesteps(self, *args, **kwargs):
-        set_timesteps(self, *args, **kwargs)
+    def our_grid(self, num_inference_steps=None, *args, **kwargs):
+        set_timesteps(self, num_inference_steps, *args, **kwargs)
+        self.sigmas = sigma_schedule(num_inference_steps, SHIFT)
         self.timesteps = self.sigmas[:-1] * self.config.num_train_timesteps
 
-    monkeypatch.setattr(diffusers.UniPCMultistepScheduler, "set_timesteps", float_timesteps)
+    monkeypatch.setattr(diffusers.UniPCMultistepScheduler, "set_timesteps", our_grid)
     torch.testing.assert_close(_pipeline_latents(folder, "wan-t2v", _noise(11)), ours["wan-t2v"], atol=ATOL, rtol=0)
 
 
