@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import real_fixtures as rf
 from magicdistill.cli import app
 from magicdistill.models.folder import read_model_folder
 from magicdistill.video import read_video
@@ -20,8 +21,10 @@ from magicdistill.video import read_video
 CASES = [pytest.param("hunyuan-t2v", "full"),
          pytest.param("hunyuan-t2v", "lora", marks=pytest.mark.slow),
          pytest.param("wan-t2v", "full", marks=pytest.mark.slow),
-         pytest.param("wan-t2v", "lora", marks=pytest.mark.slow)]
-TEXT = {"hunyuan-t2v": (256, 32), "wan-t2v": (512, 32)}  # the teacher's token budget and text width (MiniLM: 384)
+         pytest.param("wan-t2v", "lora", marks=pytest.mark.slow),
+         pytest.param("wan-i2v", "full", marks=pytest.mark.slow),
+         pytest.param("wan-i2v", "lora", marks=pytest.mark.slow)]
+TEXT = {"hunyuan-t2v": (256, 32), "wan-t2v": (512, 32), "wan-i2v": (512, 32)}  # the teacher's token budget and text width (MiniLM: 384)
 
 
 def run_cli(*args):
@@ -59,13 +62,17 @@ def test_w2s_distills_a_real_teacher(real_folder, tmp_path, kind, generator):
     assert not (gen / "vae").exists() and not (gen / "text_encoder").exists()  # read from the base
     assert set(_weights(gen)) == set(_weights(teacher))
     # and generate samples it with the record's defaults (32x32, 9 frames, 4 steps)
-    result = run_cli("generate", "--model", gen, "--prompt", "a person talking", "--out", tmp_path / "v.mp4")
+    image = []
+    if kind.endswith("i2v"):  # Wan I2V: the teacher saw the pipeline's mask + VAE(image + zeros) and CLIP tokens
+        rf.first_frame().save(tmp_path / "f.png")
+        image = ["--image", tmp_path / "f.png"]
+    result = run_cli("generate", "--model", gen, "--prompt", "a person talking", "--out", tmp_path / "v.mp4", *image)
     assert result.exit_code == 0, result.output
     assert read_video(tmp_path / "v.mp4")[0].shape == (9, 32, 32, 3)
 
 
-def test_distill_refuses_an_i2v_real_teacher_in_one_line(real_folder, tmp_path):
-    result = run_cli("distill", "--teacher", real_folder("wan-i2v"), "--out", tmp_path / "run", "--iters", 2,
+def test_distill_refuses_a_hunyuan_i2v_teacher_in_one_line(real_folder, tmp_path):
+    result = run_cli("distill", "--teacher", real_folder("hunyuan-i2v"), "--out", tmp_path / "run", "--iters", 2,
                      "--height", 32, "--width", 32, "--frames", 9)
     assert result.exit_code == 2 and "error:" in result.output and "image-to-video" in result.output
     assert "Traceback" not in result.output

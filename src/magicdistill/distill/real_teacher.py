@@ -22,7 +22,7 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
                         frames: int | None) -> tuple[ModelFolder, dict]:
     """The folder and a tiny-style record of it (clip format + sampler), checked before anything loads."""
     folder = read_model_folder(teacher_dir)
-    if folder.is_i2v:
+    if folder.is_i2v and folder.family != "wan":  # HunyuanVideo-I2V's prompt embedding depends on the image
         raise ValueError(f"distilling an image-to-video {folder.pipeline} teacher is not supported yet: "
                          f"distil its text-to-video folder")
     if cfg.method not in METHODS:
@@ -33,11 +33,15 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
     return folder, meta
 
 
-def load_real_teacher(folder: ModelFolder, *, device, dtype: torch.dtype):
-    """-> (teacher RealDiT, its VAE, its text encoder, the VAE folder that keys the latent cache)."""
+def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.dtype):
+    """-> (teacher RealDiT, its VAE, its text encoder, the VAE folder that keys the latent cache). An I2V
+    teacher (Wan) gets its first-frame inputs from its own VAE and image encoder for ``meta``'s clips."""
     from ..models.families.real import RealPipeline
+    from ..models.families.wan import WanImageConditioner
 
     pipe = RealPipeline.from_dir(folder.path, device=device, dtype=dtype)
+    if pipe.dit.is_i2v:
+        pipe.dit.image_conditioner = WanImageConditioner(pipe.pipe, frames=meta["num_frames"])
     return pipe.dit, pipe.vae, pipe.text_encoder(), folder.component_path("vae")
 
 

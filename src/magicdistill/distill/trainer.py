@@ -95,7 +95,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     sampler = sampler_record(cfg)
     # 1. models and data
     if real:
-        teacher, vae, enc, vae_dir = load_real_teacher(folder, device=device, dtype=dtype)
+        teacher, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
         sampler["schedule"] = "shifted_linear"  # the generator trains at flow.sigma_schedule's sigmas
         if teacher.guidance_embeds:  # the scale is an input: real score, fake score and generator all see it
             teacher.embedded_guidance = cfg.real_guidance

@@ -74,6 +74,7 @@ class RealDiT(nn.Module):
         self.embedded_guidance: float | None = None  # a guidance-embedded teacher's scale, when no guidance is passed
         self.vision = None  # the tiny default's own vision encoder; a real family's image tokens come from its folder
         self.folder: ModelFolder | None = None  # where it was loaded from: what a derived folder records as base
+        self.image_conditioner = None  # I2V training: first frames -> the family's extra inputs (wan.py)
 
     @property
     def is_i2v(self) -> bool:
@@ -93,15 +94,23 @@ class RealDiT(nn.Module):
 
     def condition(self, text: TextEmbedding, image=None, image_latent=None, drop_image=None, image_tokens=None,
                   extra: dict | None = None) -> Condition:
+        """``extra``: the family's own inputs; for an I2V model without them, its ``image_conditioner`` makes
+        them from the first frames ``image`` (B, 3, H, W) in [-1, 1] (training: distill/real_teacher.py)."""
+        if self.is_i2v and extra is None:
+            if self.image_conditioner is None:
+                raise ValueError(f"training on an image-to-video {self.family.name} teacher is not supported yet: "
+                                 f"use its text-to-video folder")
+            if image is None:
+                raise ValueError("an image-to-video model needs the first frame")
+            extra = self.image_conditioner(image)
         return Condition(text.tokens.to(self.dtype), text.mask, text.pooled.to(self.dtype), image_latent, extra)
 
     def conditions(self, text: TextEmbedding, null_text: TextEmbedding, image=None, image_latent=None):
-        """(cond, uncond); a guidance-embedded model has no CFG pair (uncond None): its scale is an input."""
-        if self.is_i2v:
-            raise ValueError("training on an image-to-video Wan / HunyuanVideo teacher is not supported yet: "
-                             "use its text-to-video folder")
-        uncond = None if self.guidance_embeds else self.condition(null_text, image, image_latent)
-        return self.condition(text, image, image_latent), uncond
+        """(cond, uncond); a guidance-embedded model has no CFG pair (uncond None): its scale is an input.
+        Both branches share the first frame's inputs (computed once)."""
+        cond = self.condition(text, image, image_latent)
+        uncond = None if self.guidance_embeds else self.condition(null_text, image, image_latent, extra=cond.extra)
+        return cond, uncond
 
     def save(self, path: str | Path, **fields) -> None:
         """A derived model folder (models/folder.py): ``transformer/`` (+ ``transformer_2/``) in diffusers

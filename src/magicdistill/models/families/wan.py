@@ -76,4 +76,38 @@ class WanFamily(Family):
         return dit.condition(self._text(embeds), extra=extra)
 
 
+class WanImageConditioner:
+    """Wan I2V training inputs from first frames (B, 3, H, W) in [-1, 1]: the pipeline's own mask +
+    VAE(image + zero frames) and CLIP image tokens, for clips of ``frames`` frames. Shared, not copied,
+    by the generator copy of the teacher (it holds the pipeline's VAE and image encoder)."""
+
+    def __init__(self, pipe, *, frames: int):
+        self.pipe, self.frames = pipe, frames
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> dict:
+        from PIL import Image
+
+        pipe, (h, w) = self.pipe, image.shape[-2:]
+        device = next(pipe.vae.parameters()).device
+        c = pipe.vae.config.z_dim
+        zeros = torch.zeros(1, c, (self.frames - 1) // pipe.vae_scale_factor_temporal + 1,
+                            h // pipe.vae_scale_factor_spatial, w // pipe.vae_scale_factor_spatial, device=device)
+        conds, tokens = [], []
+        for img in image.float():
+            _, cond = pipe.prepare_latents(img[None].to(device), 1, c, h, w, self.frames, torch.float32, device,
+                                           None, zeros)
+            conds.append(cond)
+            if pipe.transformer.config.image_dim is not None:
+                u8 = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                tokens.append(pipe.encode_image(Image.fromarray(u8), device))
+        extra = {"condition": torch.cat(conds)}
+        if tokens:
+            extra["image_embeds"] = torch.cat(tokens)
+        return extra
+
+
 WAN = WanFamily()
