@@ -40,6 +40,7 @@ assert not any(name.split(".")[0] == "magicdistill" for name in sys.modules), "m
 
 
 def _call_kwargs(kind, folder):
+    """JSON-able arguments of diffusers' pipeline call."""
     from transformers import AutoTokenizer
 
     kwargs = dict(prompt=PROMPT, height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=STEPS,
@@ -71,7 +72,7 @@ def _generator_folder(base, path, seed):
     write_derived_record(path, read_model_folder(base),
                          sampler={"kind": "euler", "steps": STEPS, "shift": SHIFT, "eta": 0.0,
                                   "schedule": "shifted_linear",
-                                  "guidance": GUIDANCE["wan-t2v" if "wan" in base.name else "hunyuan-t2v"]})
+                                  "guidance": GUIDANCE[base.name]})
     return path
 
 
@@ -118,7 +119,10 @@ def _pipeline_latents(folder, kind, noise, **components):
 @pytest.fixture(scope="module")
 def exported(real_folder, tmp_path_factory):
     """Everything exported and ours computed in-process; then one plain-diffusers subprocess for all."""
-    from magicdistill.models.export import export_model, lora_from_peft, write_lora
+    from typer.testing import CliRunner
+
+    from magicdistill.cli import app
+    from magicdistill.models.export import lora_from_peft, write_lora
     from magicdistill.models.lora import merged
 
     root = tmp_path_factory.mktemp("export")
@@ -128,8 +132,9 @@ def exported(real_folder, tmp_path_factory):
         gen = _generator_folder(base, root / f"gen-{kind}", seed=i)
         noise = _noise(10 + i)
         torch.save(noise, root / f"noise-{kind}.pt")
-        lines = export_model(gen, root / f"pipe-{kind}")
-        assert f"num_inference_steps={STEPS}" in lines[0]
+        result = CliRunner().invoke(app, ["export", "--model", str(gen), "--out", str(root / f"pipe-{kind}")])
+        assert result.exit_code == 0, result.output
+        assert f"num_inference_steps={STEPS}, guidance_scale={GUIDANCE[kind]:g}" in result.output
         ours[kind] = _ours(gen, kind, noise)
         jobs.append({"name": f"pipe-{kind}", "folder": str(root / f"pipe-{kind}"), "noise": str(root / f"noise-{kind}.pt"),
                      "kwargs": _call_kwargs(kind, base), "result": str(root / f"pipe-{kind}.out")})
@@ -151,15 +156,15 @@ def exported(real_folder, tmp_path_factory):
     return root, ours, theirs
 
 
-def test_hunyuan_pipeline_folder_reloads_in_plain_diffusers_equal_to_ours(exported):
+def test_hunyuan_pipeline_folder_reloads_in_plain_diffusers_equal_to_ours(exported, kind="hunyuan-t2v"):
     root, ours, theirs = exported
-    got = theirs["pipe-hunyuan-t2v"]
+    got = theirs[f"pipe-{kind}"]
     assert got["scheduler"] == "FlowMatchEulerDiscreteScheduler"
-    config = json.loads((root / "pipe-hunyuan-t2v" / "scheduler" / "scheduler_config.json").read_text())
+    config = json.loads((root / f"pipe-{kind}" / "scheduler" / "scheduler_config.json").read_text())
     assert config["shift"] == SHIFT
-    assert got["latents"].shape == ours["hunyuan-t2v"].shape
-    torch.testing.assert_close(got["latents"], ours["hunyuan-t2v"], atol=ATOL, rtol=0)
-    assert ours["hunyuan-t2v"].abs().mean() > 0.1
+    assert got["latents"].shape == ours[kind].shape
+    torch.testing.assert_close(got["latents"], ours[kind], atol=ATOL, rtol=0)
+    assert ours[kind].abs().mean() > 0.1
 
 
 def test_wan_pipeline_folder_takes_our_euler_steps(exported, monkeypatch):
