@@ -15,7 +15,7 @@ import torch
 from real_fixtures import FRAMES, HEIGHT, WIDTH, hunyuan_prompt_template
 
 STEPS, SHIFT, PROMPT = 2, 4.0, "a cat runs on the grass"
-GUIDANCE = {"hunyuan-t2v": 6.0, "wan-t2v": 1.0}  # embedded scalar for HunyuanVideo; Wan distilled without CFG
+GUIDANCE = {"hunyuan-t2v": 6.0, "wan-t2v": 1.0, "wan-i2v": 1.0}  # embedded scalar for HunyuanVideo; Wan: no CFG
 ATOL = 1e-5
 
 # Runs with plain diffusers only; fails if anything pulled magicdistill in.
@@ -271,3 +271,36 @@ def test_cli_says_in_one_line_that_the_tiny_default_has_no_diffusers_form(tmp_pa
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "no diffusers equivalent" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_wan_i2v_generator_exports_to_an_image_to_video_pipeline(real_folder, tmp_path, monkeypatch):
+    """A generator distilled from a Wan 2.1 I2V teacher: the export is a WanImageToVideoPipeline (CLIP image
+    encoder and all) whose loop, on the generator's grid, equals ours with the same first frame."""
+    import diffusers
+    from magicdistill.flow import sigma_schedule
+    from magicdistill.models.export import export_model
+    from magicdistill.models.families.real import RealPipeline
+    from real_fixtures import first_frame
+
+    base = real_folder("wan-i2v")
+    gen = _generator_folder(base, tmp_path / "gen", seed=5)
+    export_model(gen, tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == "WanImageToVideoPipeline" and index["image_encoder"][1] == "CLIPVisionModel"
+
+    set_timesteps = diffusers.UniPCMultistepScheduler.set_timesteps
+
+    def our_grid(self, num_inference_steps=None, *args, **kwargs):
+        set_timesteps(self, num_inference_steps, *args, **kwargs)
+        self.sigmas = sigma_schedule(num_inference_steps, SHIFT)
+        self.timesteps = self.sigmas[:-1] * self.config.num_train_timesteps
+
+    monkeypatch.setattr(diffusers.UniPCMultistepScheduler, "set_timesteps", our_grid)
+    image, noise = first_frame(), _noise(12)
+    pipe = diffusers.WanImageToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(image=image, prompt=PROMPT, height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=STEPS,
+                  guidance_scale=1.0, latents=noise.clone(), output_type="latent").frames
+    ours = RealPipeline.from_dir(gen).latents(image, PROMPT, height=HEIGHT, width=WIDTH, frames=FRAMES, steps=STEPS,
+                                              guidance=1.0, shift=SHIFT, noise=noise.clone())
+    torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
