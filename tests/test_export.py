@@ -260,7 +260,13 @@ def test_export_refuses_what_diffusers_cannot_load(real_folder, tmp_path):
         export_model(real_folder("wan-t2v"), tmp_path / "x")
     with pytest.raises(ValueError, match="nothing to export"):
         export_model(real_folder("wan-t2v"))
-    assert not (tmp_path / "x").exists()
+    gen = _generator_folder(real_folder("wan-t2v"), tmp_path / "gen", seed=0)
+    with pytest.raises(ValueError, match="must end in .safetensors"):  # found before --out is written
+        export_model(gen, tmp_path / "x", lora=tmp_path / "gen.bin")
+    (tmp_path / "y").mkdir()
+    with pytest.raises(ValueError, match="already exists"):
+        export_model(gen, tmp_path / "y", lora=tmp_path / "gen.safetensors")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "gen.safetensors").exists()
 
 
 def test_cli_says_in_one_line_that_the_tiny_default_has_no_diffusers_form(tmp_path):

@@ -243,6 +243,13 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
 
     if out is None and lora is None:
         raise ValueError("nothing to export: give --out (a diffusers pipeline folder) and/or --lora (a LoRA file)")
+    # every user mistake is caught before anything is written
+    if out is not None and Path(out).exists():
+        raise ValueError(f"{out} already exists; choose a new output folder")
+    if lora is not None and Path(lora).suffix != ".safetensors":
+        raise ValueError(f"--lora {lora}: the LoRA file must end in .safetensors")
+    if lora is not None and rank < 1:
+        raise ValueError(f"--rank must be >= 1, got {rank}")
     folder = read_model_folder(model_dir)
     if folder.layout == "tiny":
         raise ValueError(TINY_NOT_EXPORTABLE)
@@ -252,6 +259,9 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
     own = [name for name in TRANSFORMERS if (folder.path / name).is_dir()]
     if not own:
         raise ValueError(f"{model_dir} holds no transformer/ of its own: there is no generator to export")
+    if lora is not None and "transformer_2" in own:
+        raise ValueError(f"{model_dir} has two experts: export it as a pipeline folder (--out); "
+                         "a LoRA file covers one transformer")
     s = folder.sampler
     lines = []
     if out is not None:
@@ -261,9 +271,6 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
         lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, num_inference_steps={s.steps}, "
                      f"guidance_scale={s.guidance:g}) (shift {s.shift:g} is in its scheduler config)")
     if lora is not None:
-        if "transformer_2" in own:
-            raise ValueError(f"{model_dir} has two experts: export it as a pipeline folder (--out); "
-                             "a LoRA file covers one transformer")
         tensors, report = lora_from_difference(_state_dict(folder.base / "transformer"),
                                                _state_dict(folder.path / "transformer"), rank)
         write_lora(folder.base, lora, tensors)
