@@ -135,6 +135,8 @@ def exported(real_folder, tmp_path_factory):
         result = CliRunner().invoke(app, ["export", "--model", str(gen), "--out", str(root / f"pipe-{kind}")])
         assert result.exit_code == 0, result.output
         assert f"num_inference_steps={STEPS}, guidance_scale={GUIDANCE[kind]:g}" in result.output
+        card = (root / f"pipe-{kind}" / "README.md").read_text()  # what diffusers cannot read, for the user
+        assert f"num_inference_steps={STEPS}, guidance_scale={GUIDANCE[kind]:g}" in card
         ours[kind] = _ours(gen, kind, noise)
         jobs.append({"name": f"pipe-{kind}", "folder": str(root / f"pipe-{kind}"), "noise": str(root / f"noise-{kind}.pt"),
                      "kwargs": _call_kwargs(kind, base), "result": str(root / f"pipe-{kind}.out")})
