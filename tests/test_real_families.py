@@ -98,7 +98,8 @@ def test_shipped_tiny_folders_read_as_before():
 
 
 # --- our denoise equals diffusers' pipeline ------------------------------------------------------------
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, pytest.param("wan22-ti2v", marks=pytest.mark.slow),
+                                  pytest.param("wan22-a14b", marks=pytest.mark.slow)])
 def test_latents_equal_diffusers_pipeline(real_folder, tmp_path_factory, kind):
     """Same noise, same prompt (and first frame), 2 steps, CFG on where the family has it: our latents =
     diffusers' ``output_type="latent"`` latents."""
@@ -114,20 +115,24 @@ def test_latents_equal_diffusers_pipeline(real_folder, tmp_path_factory, kind):
     pipe = DiffusionPipeline.from_pretrained(str(folder))
     pipe.set_progress_bar_config(disable=True)
     kw = rf.call_kwargs(kind, pipe)
-    shape = (1, 16, (rf.FRAMES - 1) // 4 + 1, rf.HEIGHT // 8, rf.WIDTH // 8)
+    r = ours.vae.spatial_ratio  # Wan 2.2 TI2V's VAE: 48 channels, /16
+    shape = (1, ours.dit.latent_channels, (rf.FRAMES - 1) // 4 + 1, rf.HEIGHT // r, rf.WIDTH // r)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     guidance = 6.0 if kind == "hunyuan-t2v" else 3.0  # HunyuanVideo T2V: embedded; the others: a CFG pair
+    if kind == "wan22-a14b":  # two experts, switched at sigma = boundary_ratio: 2 steps stay on the first
+        kw["num_inference_steps"] = 4
     kw.update(latents=noise.clone(), output_type="latent", guidance_scale=guidance)
     if kind == "hunyuan-i2v":  # no guidance embedding: diffusers' "true CFG" with the empty negative prompt
         kw.update(true_cfg_scale=guidance, negative_prompt="", guidance_scale=1.0)
     ref = pipe(**kw).frames
-    mine = ours.latents(kw.get("image"), kw["prompt"], height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=2,
+    steps = kw["num_inference_steps"]
+    mine = ours.latents(kw.get("image"), kw["prompt"], height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=steps,
                         guidance=guidance, shift=ours.folder.sampler.shift, noise=noise.clone(),
                         max_sequence_length=kw.get("max_sequence_length"))
     assert mine.shape == ref.shape
     assert (mine - ref).abs().max().item() < TOL
     # and the comparison can fail: another guidance scale moves the latents far beyond the tolerance
-    other = ours.latents(kw.get("image"), kw["prompt"], height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=2,
+    other = ours.latents(kw.get("image"), kw["prompt"], height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=steps,
                          guidance=guidance * 3, shift=ours.folder.sampler.shift, noise=noise.clone(),
                          max_sequence_length=kw.get("max_sequence_length"))
     assert (other - ref).abs().max().item() > 10 * TOL
@@ -196,3 +201,15 @@ def test_bad_folders_are_one_line_errors(real_folder, tmp_path, how, message):
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], result.output
     assert "Traceback" not in result.output and not (tmp_path / "v.mp4").exists()
+
+
+def test_seconds_on_a_tiny_text_to_video_model_is_a_one_line_error(tmp_path):
+    """A sliding window continues from the previous window's last frame, which a T2V model cannot take."""
+    gen = tmp_path / "t2v"
+    shutil.copytree(Path(__file__).parents[1] / "src/magicdistill/checkpoints/tiny/generator", gen)
+    rec = json.loads((gen / "dit.json").read_text())
+    (gen / "dit.json").write_text(json.dumps({**rec, "task": "t2v", "vae": str(Path(__file__).parents[1] /
+                                                                                 "src/magicdistill/checkpoints/tiny/vae")}))
+    result = run_cli("generate", "--model", gen, "--prompt", "a cat", "--out", tmp_path / "v.mp4", "--seconds", 4)
+    assert result.exit_code == 2 and "--seconds needs an image-to-video model" in result.output
+    assert not (tmp_path / "v.mp4").exists()
