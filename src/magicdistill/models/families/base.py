@@ -96,7 +96,7 @@ class RealDiT(nn.Module):
                   extra: dict | None = None) -> Condition:
         """``extra``: the family's own inputs; for an I2V model without them, its ``image_conditioner`` makes
         them from the first frames ``image`` (B, 3, H, W) in [-1, 1] (training: distill/real_teacher.py)."""
-        if self.is_i2v and extra is None:
+        if self.is_i2v and extra is None and self.family.i2v_extra:
             if self.image_conditioner is None:
                 raise ValueError(f"training on an image-to-video {self.family.name} teacher is not supported yet: "
                                  f"use its text-to-video folder")
@@ -166,6 +166,7 @@ class Family:
     """The interface a family module implements (see wan.py, hunyuan.py)."""
 
     name: str
+    i2v_extra = False  # whether its I2V inputs live in Condition.extra (Wan) rather than image_latent (HunyuanVideo)
 
     def is_i2v(self, transformer: nn.Module) -> bool:
         raise NotImplementedError

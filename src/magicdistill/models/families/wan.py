@@ -22,6 +22,7 @@ from .base import Encoded, Family, RealDiT
 
 class WanFamily(Family):
     name = "wan"
+    i2v_extra = True
 
     def is_i2v(self, transformer) -> bool:
         return transformer.config.in_channels > transformer.config.out_channels
