@@ -17,7 +17,8 @@ from magicdistill.models.dit import VideoDiT
 from magicdistill.models.text import TextEmbedding
 from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline
 from magicdistill.quant import bf16_bytes, quantize_int8, weight_bytes
-from magicdistill.quant.folder import DIT_WEIGHTS, load_quantized_text_model, save_quantized_dit, _save_int8
+from magicdistill.quant.folder import save_quantized_dit
+from magicdistill.quant.int8_files import DIT_WEIGHTS, load_quantized_text_model, save_int8 as _save_int8
 from magicdistill.quant.int8 import Int8Conv, Int8Embedding, is_int8
 
 EXAMPLE = SHIPPED_DIR.parents[2].parent / "examples" / "portrait.png"

@@ -183,6 +183,10 @@ def distill_cmd(
     mixed_precision: str = typer.Option("no", help="no | bf16 (autocast; frozen backbone in bf16, float32 masters)"),
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
+    height: int = typer.Option(None, help="training clip height [default: the teacher folder's record, else its "
+                                          "pipeline's default]"),
+    width: int = typer.Option(None, help="training clip width [default: as --height]"),
+    frames: int = typer.Option(None, help="training clip frames [default: as --height]"),
 ) -> None:
     """Distil the teacher into a few-step generator (MagicDistillation W2S, DMD2, or the Euler baseline)."""
     _quiet()
@@ -192,7 +196,8 @@ def distill_cmd(
     def run(cfg):
         from .distill.trainer import distill
 
-        distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir)
+        distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir, height=height,
+                width=width, frames=frames)
 
     _run_with_config(
         DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
@@ -302,6 +307,9 @@ def generate_cmd(
                                          "(stochastic Euler) [default: the model's sampler, else 0]"),
     seed: int = typer.Option(0),
     frames: int = typer.Option(None, help="number of frames [default: the model's]"),
+    height: int = typer.Option(None, help="frame height in pixels [default: the model folder's record, else its "
+                                          "pipeline's default]"),
+    width: int = typer.Option(None, help="frame width in pixels [default: as --height]"),
     seconds: float = typer.Option(None, help="a long video of this many seconds (at most 600) by a sliding window "
                                              "of model-length windows; excludes --frames (docs/LONG_VIDEO.md)"),
     overlap: int = typer.Option(None, help="with --seconds: latent frames each window shares with the previous one "
@@ -329,7 +337,7 @@ def generate_cmd(
         path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, eta=eta,
                         seed=seed, frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
                         dtype=dtype, seconds=seconds, overlap=overlap, t2i=t2i, index=index, quantize=quantize,
-                        compile=compile)
+                        compile=compile, height=height, width=width)
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"done in {time.time() - t0:.1f} s", err=True)
@@ -519,6 +527,46 @@ def evaluate_cmd(
     print_table(result, title=f"magicdistill evaluate ({result['extractor']})")
     if json_out:
         typer.echo(str(write_json(json_out, result)))
+
+
+@app.command("convert-i2v")
+def convert_i2v_cmd(
+    model: Path = typer.Option(..., help="text-to-video diffusers pipeline folder (WanPipeline, HunyuanVideoPipeline)"),
+    out: Path = typer.Option(..., help="new folder: the image-to-video pipeline (docs/REAL_MODELS.md)"),
+    image_encoder_from: Path = typer.Option(None, help="Wan: a Wan 2.1 I2V folder whose CLIP image encoder is used "
+                                                       "(adds zero-initialised image-token weights)"),
+    text_encoder_from: Path = typer.Option(None, help="HunyuanVideo: a HunyuanVideo-I2V folder whose Llava text "
+                                                      "encoder, tokenizer and image processor are used"),
+) -> None:
+    """Widen a T2V model to I2V (noise + first-frame latent + mask channels, new weights zero): equal to the T2V
+    model until fine-tuned."""
+    _quiet()
+    from .models.convert import convert_to_i2v
+
+    try:
+        path = convert_to_i2v(model, out, image_encoder_from=image_encoder_from, text_encoder_from=text_encoder_from)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Option(..., help="a generator folder distilled from a diffusers Wan/HunyuanVideo folder"),
+    out: Path = typer.Option(None, help="new folder: a standard diffusers pipeline (DiffusionPipeline.from_pretrained)"),
+    lora: Path = typer.Option(None, help="new .safetensors file: a LoRA for pipe.load_lora_weights on the base pipeline"),
+    rank: int = typer.Option(32, help="with --lora: the LoRA rank (SVD of the generator's weight change)"),
+) -> None:
+    """Export a distilled generator for plain diffusers: a pipeline folder and/or a LoRA (docs/REAL_MODELS.md)."""
+    _quiet()
+    from .models.export import export_model
+
+    try:
+        lines = export_model(model, out, lora=lora, rank=rank)
+    except ValueError as e:
+        _fail(str(e))
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:

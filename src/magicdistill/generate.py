@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import torch_dtype
 from .long_video import DEFAULT_OVERLAP, long_video_frames, sample_long_video
+from .models.folder import is_real_folder, read_model_folder
 from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record
 from .prior.first_frame import choose_first_frame, plan_prior, save_prior
 from .quant.folder import quantize_pipeline
@@ -69,11 +70,17 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
              frames: int | None = None, fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
              vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
              seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
-             index: str | Path | None = None, quantize: str | None = None, compile: bool = False) -> Path:
+             index: str | Path | None = None, quantize: str | None = None, compile: bool = False,
+             height: int | None = None, width: int | None = None) -> Path:
     out = Path(out)
     if model and teacher:
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
     model_dir = Path(model) if model else default_model(teacher)
+    if is_real_folder(model_dir):  # a diffusers Wan / HunyuanVideo folder, or one derived from it
+        return _generate_real(model_dir, prompt=prompt, out=out, image=image, steps=steps, guidance=guidance,
+                              shift=shift, eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps,
+                              device=device, dtype=dtype, progress=progress, seconds=seconds, quantize=quantize,
+                              t2i=t2i, index=index, vae=vae, compile=compile)
     meta = read_record(model_dir)
     steps, guidance, shift, eta = sampler_settings(meta, steps, guidance, shift, eta)
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
@@ -84,15 +91,19 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
     if seconds is not None or overlap is not None:  # a long video: a sliding window (long_video.py)
         if seconds is None:
             raise ValueError("--overlap applies to a sliding-window video: give --seconds too")
+        if meta.get("task") == "t2v":  # window k + 1 would not see window k: unrelated clips, not one video
+            raise ValueError(f"--seconds needs an image-to-video model (each window starts on the previous "
+                             f"window's last frame); {model_dir} is text-to-video: generate one window (--frames)")
         long_frames = long_video_frames(seconds, fps or meta.get("fps", 8.0), frames=frames, overlap=overlap)
     # 1. the conditioning image, or the prior that will choose it (prior/), checked before loading models
     prior = plan_prior(image=image, t2i=t2i, index=index)
-    pixels = load_image(image, meta.get("height", 64), meta.get("width", 64)) if prior is None else None
+    size = (height or meta.get("height", 64), width or meta.get("width", 64))
+    pixels = load_image(image, *size) if prior is None else None
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
     choice = None
     if prior is not None:  # Stage 0: the first frame from a T2I model or retrieval
-        choice = choose_first_frame(prior, prompt, meta.get("height", 64), meta.get("width", 64), seed=seed,
+        choice = choose_first_frame(prior, prompt, *size, seed=seed,
                                     device=device, dtype=torch_dtype(dtype))
         pixels = choice.pixels
     # 2. models
@@ -118,3 +129,20 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
     if choice is not None:
         save_prior(out, choice)
     return path
+
+
+def _generate_real(model_dir: Path, *, prompt, out, image, steps, guidance, shift, eta, seed, frames, height, width,
+                   fps, device, dtype, progress, seconds, quantize, t2i, index, vae, compile) -> Path:
+    """generate_real.py's path, after the same argument checks as the tiny default's."""
+    from .generate_real import check_real_options, generate_real
+
+    folder = read_model_folder(model_dir)
+    rec = folder.sampler
+    steps, guidance = rec.steps if steps is None else steps, rec.guidance if guidance is None else guidance
+    shift, eta = rec.shift if shift is None else shift, rec.eta if eta is None else eta
+    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
+               eta=eta)
+    check_real_options(folder, image=image, seconds=seconds, quantize=quantize, t2i=t2i, index=index, vae=vae)
+    return generate_real(folder, prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift,
+                         eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps, device=device,
+                         dtype=dtype, progress=progress, compile=compile)

@@ -7,13 +7,13 @@ Euler (+ batched CFG); 4. put the image's latent in the first latent frame; 5. d
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .models.dit import Condition, VideoDiT
+from .models.folder import TEACHER_SAMPLER, model_sampler, read_record, resolve_vae_dir, with_absolute_vae  # noqa: F401 (re-exported)
 from .models.text import TextEmbedding, TextEncoder
 from .models.vae import VideoVAE, load_vae
 from .flow import sigma_schedule
@@ -63,15 +63,17 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
     if image is None and size is None:
         raise ValueError("without a first frame the video size must be given")
     h, w = image.shape[-2:] if image is not None else size
-    if h % (vae.spatial_ratio * dit.transformer.config.patch_size) or w % (vae.spatial_ratio * dit.transformer.config.patch_size):
-        raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * dit.transformer.config.patch_size}")
+    patch = dit.transformer.config.patch_size
+    patch = patch[-1] if isinstance(patch, (tuple, list)) else patch  # Wan's is (t, h, w)
+    if h % (vae.spatial_ratio * patch) or w % (vae.spatial_ratio * patch):
+        raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * patch}")
     shape = (b, dit.latent_channels, vae.latent_frames(num_frames), h // vae.spatial_ratio, w // vae.spatial_ratio)
     # 1-2. conditions, computed once for all steps
     cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None)
     # 3. denoise; noise drawn on CPU from the caller's generator so results do not depend on device
     noise = torch.randn(shape, generator=generator).to(device)
     model = dit
-    if dit.transformer.config.guidance_embeds:  # CFG-distilled: w is an input, one forward per step
+    if getattr(dit.transformer.config, "guidance_embeds", False):  # CFG-distilled: w is an input, one forward per step
         w = torch.tensor([float(guidance)], device=device)
         model, uncond, guidance = (lambda x, s, c: dit(x, s, c, guidance=w)), None, 1.0
     if wrap_model is not None:
@@ -132,38 +134,3 @@ class I2VPipeline:
         return sample_video(self.dit, self.vae, text, self.null_text, image, num_frames=num_frames or self.spec.num_frames,
                             generator=gen, steps=steps, guidance=guidance, shift=shift, sigmas=sigmas,
                             progress=progress, sampler=rec["kind"], eta=rec["eta"] if eta is None else eta)[0]
-
-
-TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0, "eta": 0.0}
-
-
-def model_sampler(meta: dict) -> dict:
-    """How a model folder samples by default: its dit.json ``sampler`` over the teacher defaults
-    (50 Euler ODE steps, CFG 6, shift 5). A shipped teacher records the guidance (and eta) chosen for it."""
-    return {**TEACHER_SAMPLER, **meta.get("sampler", {})}
-
-
-def resolve_vae_dir(model_dir: Path, vae_dir: str | Path | None = None) -> Path:
-    """--vae if given; else a ``vae`` folder beside the model folder (how models are shipped);
-    else the VAE path recorded when the model was trained."""
-    if vae_dir:
-        return Path(vae_dir)
-    sibling = (Path(model_dir) / ".." / "vae").resolve()
-    if (sibling / "config.json").is_file():
-        return sibling
-    recorded = read_record(model_dir).get("vae")
-    if recorded:
-        return (Path(model_dir) / recorded).resolve()
-    raise ValueError(f"no VAE beside {model_dir} and none recorded in its dit.json: pass --vae DIR")
-
-
-def with_absolute_vae(meta: dict, vae_dir: str | Path) -> dict:
-    """A model record for a *new* folder: ``meta`` with its VAE as an absolute path. A recorded path is
-    relative to the folder it was written for (the shipped models' "../vae"), so a folder written anywhere
-    else (a distilled generator, a cast or quantized copy) must not inherit it."""
-    return {**meta, "vae": str(Path(vae_dir).resolve())}
-
-
-def read_record(model_dir: Path) -> dict:
-    f = Path(model_dir) / "dit.json"
-    return json.loads(f.read_text()) if f.is_file() else {}

@@ -23,7 +23,8 @@ from ..models.dit import VideoDiT
 from ..models.lora import merged
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import load_vae
-from ..pipeline import read_record, resolve_vae_dir, sample_video, with_absolute_vae
+from ..models.folder import is_real_folder, read_record, resolve_vae_dir, with_absolute_vae
+from ..pipeline import sample_video
 from ..train.run import Run
 from ..train.teacher import latent_set_for, step_generator
 from ..video import tensor_to_frames, write_mp4
@@ -31,6 +32,7 @@ from .cached_data import check_teacher_fits, config_for_data, open_cache_for_tea
 from .cfg_distill import CFGDistillMethod
 from .memory import autocast
 from .lcm import LCMMethod
+from .real_teacher import load_real_teacher, real_teacher_record, wan_feature_layers
 from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
 
@@ -71,11 +73,20 @@ def sampler_record(cfg: DistillConfig) -> dict:
 
 
 def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
-            cache_dir: str | Path | None = None) -> Path:
+            cache_dir: str | Path | None = None, height: int | None = None, width: int | None = None,
+            frames: int | None = None) -> Path:
     teacher_dir = Path(teacher_dir)
-    meta = read_record(teacher_dir)
-    if not meta:
-        raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
+    real = is_real_folder(teacher_dir)  # a Wan / HunyuanVideo diffusers folder (distill/real_teacher.py)
+    if real:
+        folder, meta = real_teacher_record(teacher_dir, cfg, height=height, width=width, frames=frames)
+        cfg = wan_feature_layers(cfg, folder)
+    else:
+        meta = read_record(teacher_dir)
+        if not meta:
+            raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
+        if height or width or frames:  # the tiny teacher's clip format is its record's
+            meta = {**meta, "height": height or meta["height"], "width": width or meta["width"],
+                    "num_frames": frames or meta["num_frames"]}
     if cfg.method == "dmd":
         cfg = DistillConfig.strict_update(cfg, alpha_weak=0.0)
     if cfg.generator == "lora" and cfg.method not in ("w2s", "dmd"):
@@ -85,6 +96,9 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
     cached = None
     if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
+        if real:
+            raise ValueError("--data: caches are encoded with the tiny default's VAE and text encoder; a cache for a "
+                             "Wan / HunyuanVideo teacher is not supported yet (distil on the synthetic clips)")
         cached = open_cache_for_teacher(cfg.data_cache, meta, resolve_vae_dir(teacher_dir))
         cfg = config_for_data(cfg, cached)
     run = Run(out, cfg, resume=resume, may_change=("iters",))
@@ -92,18 +106,27 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     torch.manual_seed(cfg.seed)
     sampler = sampler_record(cfg)
     # 1. models and data
-    teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
-    vae_dir = resolve_vae_dir(teacher_dir)
-    meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
+    if real:
+        teacher, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
+        sampler["schedule"] = "shifted_linear"  # the generator trains at flow.sigma_schedule's sigmas
+        if teacher.guidance_embeds:  # the scale is an input: real score, fake score and generator all see it
+            teacher.embedded_guidance = cfg.real_guidance
+            sampler["guidance"] = cfg.real_guidance
+    else:
+        teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
+        vae_dir = resolve_vae_dir(teacher_dir)
+        meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
         shutil.rmtree(final, ignore_errors=True)
         teacher.save(final, **{**meta, "method": "euler", "sampler": sampler})
         print(final)
         return final
-    vae = load_vae(vae_dir, dtype=dtype, device=device)
+    if not real:
+        vae = load_vae(vae_dir, dtype=dtype, device=device)
     if cached is None:
-        enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
+        if not real:
+            enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64), device=device)
         null_text = enc([""])
         data_cfg = DataConfig.of_model(meta)
         cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
@@ -137,7 +160,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
             with ema_generator(method) as generator:
                 _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta,
-                                                   has_clips=has_clips)
+                                                   has_clips=has_clips, sampler=sampler)
             run.log(it + 1, **drift)
     # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
@@ -151,13 +174,13 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
 
 @torch.no_grad()
 def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: LatentSet, null_text: TextEmbedding,
-                            cfg: DistillConfig, meta: dict, n: int = 2, *, has_clips: bool = True
-                            ) -> tuple[Path, dict[str, float]]:
+                            cfg: DistillConfig, meta: dict, n: int = 2, *, has_clips: bool = True,
+                            sampler: dict | None = None) -> tuple[Path, dict[str, float]]:
     """Held-out truth | EMA-generator sample, side by side; and the collapse signal between them
     (a prompts-only cache has no truth: the samples alone, no signal)."""
     n = min(n, len(test))
     idx = torch.arange(n)
-    rec = sampler_record(cfg)
+    rec = sampler or sampler_record(cfg)
     video = sample_video(generator, vae, test.text.index(idx).to(dtype=torch.float32), null_text,
                          test.first_frame_pixels(idx) if has_clips else None, num_frames=meta["num_frames"],
                          generator=torch.Generator().manual_seed(cfg.seed), steps=cfg.steps, shift=cfg.shift,

@@ -25,7 +25,7 @@ from ..config import DistillConfig
 from ..flow import add_noise, shift_sigma, sigma_schedule, x0_from_v
 from ..models.dit import Condition, VideoDiT
 from ..models.discriminator import DiscriminatorHead
-from ..pipeline import model_sampler
+from ..models.folder import model_sampler
 from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA

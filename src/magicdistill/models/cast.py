@@ -15,19 +15,24 @@ from typing import get_args
 from ..atomic import atomic_folder
 from ..config import DType, torch_dtype
 from .dit import VideoDiT
+from .folder import is_real_folder
 
 DTYPES = get_args(DType)
 
 
 def cast_weights(model_dir: str | Path, out: str | Path, dtype: str) -> Path:
     """Write ``model_dir``'s DiT (transformer + vision encoder) to the new folder ``out`` stored as ``dtype``."""
-    from ..pipeline import read_record, resolve_vae_dir, with_absolute_vae
+    from .folder import read_record, resolve_vae_dir, with_absolute_vae
 
     model_dir, out = Path(model_dir), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if is_real_folder(model_dir):  # a Wan / HunyuanVideo folder: the transformer cast, VAE and encoders kept
+        from .families.derived import cast_real
+
+        return cast_real(model_dir, out, torch_dtype(dtype))
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir}: expected a magicdistill model folder (transformer/, dit.json)")
     if read_record(model_dir).get("quantization"):

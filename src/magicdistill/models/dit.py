@@ -18,7 +18,6 @@ Saved as a folder: ``transformer/`` (diffusers format), ``vision.safetensors`` a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import DiTConfig
+from .folder import read_record, write_record
 from .i2v import IMAGE_PADDINGS, convert_t2v_to_i2v, i2v_input
 from .patch_embed import embed_tokens, set_embed_tokens
 from .text import TextEmbedding
@@ -49,16 +49,21 @@ class Condition:
     mask: torch.Tensor  # (B, L) bool, valid prefix
     pooled: torch.Tensor  # (B, D)
     image_latent: torch.Tensor | None  # (B, C, 1, h, w) for I2V
+    # a real family's own inputs (models/families/), batch-first: e.g. Wan I2V's mask + image-video latent
+    # and CLIP image tokens; None for the tiny default
+    extra: dict[str, torch.Tensor] | None = None
 
     @staticmethod
     def cat(items: list["Condition"]) -> "Condition":
         img = None if items[0].image_latent is None else torch.cat([i.image_latent for i in items])
+        extra = None if items[0].extra is None else {k: torch.cat([i.extra[k] for i in items]) for k in items[0].extra}
         return Condition(torch.cat([i.context for i in items]), torch.cat([i.mask for i in items]),
-                         torch.cat([i.pooled for i in items]), img)
+                         torch.cat([i.pooled for i in items]), img, extra)
 
     def index(self, idx) -> "Condition":
         img = None if self.image_latent is None else self.image_latent[idx]
-        return Condition(self.context[idx], self.mask[idx], self.pooled[idx], img)
+        extra = None if self.extra is None else {k: v[idx] for k, v in self.extra.items()}
+        return Condition(self.context[idx], self.mask[idx], self.pooled[idx], img, extra)
 
 
 def tiny_transformer(cfg: DiTConfig, in_channels: int | None = None):
@@ -241,18 +246,16 @@ class VideoDiT(nn.Module):
                 # what is stored, whatever a source said
                 "embed_tokens": embed_tokens(self.transformer.x_embedder.proj),
                 "weights_dtype": str(self.dtype).removeprefix("torch.")}
-        (path / "dit.json").write_text(json.dumps(meta, indent=1))
+        write_record(path / "dit.json", meta)
 
     @classmethod
     def load(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, device="cpu") -> "VideoDiT":
         path = Path(path)
         if not (path / "transformer" / "config.json").is_file():
             raise ValueError(f"no DiT at {path}: expected transformer/config.json (a magicdistill model folder)")
-        meta = json.loads((path / "dit.json").read_text()) if (path / "dit.json").is_file() else {}
+        meta = read_record(path)
         if meta.get("quantization"):  # written by `magicdistill quantize`: int8 weights (quant/folder.py)
-            from ..quant.folder import load_quantized_dit
-
-            return load_quantized_dit(path, meta, dtype=dtype, device=device)
+            return cls._load_quantized(path, meta, dtype=dtype, device=device)
         transformer = load_transformer(path / "transformer", meta, dtype)
         vision = None
         if (path / "vision.safetensors").is_file():
@@ -260,6 +263,19 @@ class VideoDiT(nn.Module):
             vision.load_state_dict(load_file(str(path / "vision.safetensors")))
             vision.to(dtype)
         return cls.from_parts(transformer, vision, meta).to(device).eval()
+
+    @classmethod
+    def _load_quantized(cls, path: Path, meta: dict, *, dtype: torch.dtype, device) -> "VideoDiT":
+        """A folder written by `magicdistill quantize`: the architecture from its config, int8 weights assigned."""
+        from ..quant.int8_files import DIT_WEIGHTS, load_int8
+
+        if not (path / DIT_WEIGHTS).is_file():
+            raise ValueError(f"{path} is marked quantized but has no {DIT_WEIGHTS}: re-run `magicdistill quantize`")
+        transformer = empty_transformer(path / "transformer", meta.get("embed_tokens", 1))
+        vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"]) if meta.get("has_vision", True) else None
+        model = cls.from_parts(transformer, vision, meta)
+        load_int8(model, path / DIT_WEIGHTS, dtype)
+        return model.to(device).eval()
 
     @classmethod
     def from_parts(cls, transformer: nn.Module, vision: nn.Module | None, meta: dict) -> "VideoDiT":

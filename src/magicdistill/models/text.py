@@ -51,7 +51,7 @@ class TextEncoder(torch.nn.Module):
         if not (path / "config.json").is_file():
             raise ValueError(f"no text encoder at {path}: expected a Hugging Face folder with config.json")
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        from ..quant.folder import TEXT_WEIGHTS, load_quantized_text_model
+        from ..quant.int8_files import TEXT_WEIGHTS, load_quantized_text_model
 
         if (path / TEXT_WEIGHTS).is_file():  # an int8 copy written by `magicdistill quantize`
             model = load_quantized_text_model(path)

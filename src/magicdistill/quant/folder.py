@@ -8,25 +8,23 @@ the weights are int8 (``quant/int8.py``), stored without pickle in safetensors:
     DIR/dit.int8.safetensors       transformer + vision encoder, int8 layers flattened
     DIR/text_encoder/              the text encoder's config + tokenizer + model.int8.safetensors
 
-``VideoDiT.load`` and ``TextEncoder`` see the record / the int8 file and come here. Loading
+``VideoDiT.load`` and ``TextEncoder`` see the record / the int8 file and load it (quant/int8_files.py). Loading
 builds the architecture from its config, marks the same layers int8 (their names are in the
 file's layout) and assigns the stored tensors: nothing is fetched, nothing is unpickled.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from .int8 import SCHEME, flatten_state_dict, quantize_int8, unflatten_state_dict
+from ..models.folder import is_real_folder, read_record, resolve_vae_dir, with_absolute_vae, write_record
+from .int8 import SCHEME, quantize_int8
+from .int8_files import DIT_WEIGHTS, TEXT_DIR, TEXT_WEIGHTS, save_int8
 
-DIT_WEIGHTS = "dit.int8.safetensors"
-TEXT_DIR = "text_encoder"
-TEXT_WEIGHTS = "model.int8.safetensors"
 # weight files of a Hugging Face folder: not copied next to the int8 weights
 _HF_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".onnx", ".msgpack", ".ckpt")
 
@@ -42,39 +40,17 @@ def quantize_pipeline(pipe, scheme: str = "int8") -> dict[str, list[str]]:
     return layers
 
 
-def _save_int8(module: torch.nn.Module, file: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors, metadata = flatten_state_dict(module.state_dict())
-    save_file(tensors, str(file), metadata=metadata)
-
-
-def _load_int8(module: torch.nn.Module, file: Path, dtype: torch.dtype) -> torch.nn.Module:
-    from safetensors import safe_open
-
-    with safe_open(str(file), framework="pt") as f:
-        metadata = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    state = unflatten_state_dict(tensors, metadata, dtype)
-    layers = [k.rsplit(".", 1)[0] for k in json.loads(metadata.get("int8_layout", "{}"))]
-    module.to(dtype)
-    quantize_int8(module, only=layers, weights=state)  # the same layers become int8, with the stored values
-    module.load_state_dict(state, strict=True, assign=True)  # and everything else
-    return module
-
-
 def save_quantized_dit(dit, out_dir: Path, meta: dict) -> None:
     """The DiT part of a quantized folder: config, int8 weights, and ``meta`` as dit.json (it must
-    hold the ``quantization`` record that sends ``VideoDiT.load`` to ``load_quantized_dit``)."""
+    hold the ``quantization`` record that sends ``VideoDiT.load`` to its int8 loader)."""
     assert meta.get("quantization"), "a quantized folder records its quantization"
     out_dir.mkdir(parents=True, exist_ok=True)
     dit.transformer.save_config(str(out_dir / "transformer"))
-    _save_int8(dit, out_dir / DIT_WEIGHTS)
+    save_int8(dit, out_dir / DIT_WEIGHTS)
     from ..models.patch_embed import embed_tokens
 
-    (out_dir / "dit.json").write_text(json.dumps(
-        {**meta, "has_vision": dit.vision is not None, "embed_tokens": embed_tokens(dit.transformer.x_embedder.proj)},
-        indent=1))
+    write_record(out_dir / "dit.json",
+                 {**meta, "has_vision": dit.vision is not None, "embed_tokens": embed_tokens(dit.transformer.x_embedder.proj)})
 
 
 def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text_encoder_dir: Path,
@@ -82,14 +58,12 @@ def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text
     """Write a quantized pipeline's DiT + text encoder as a model folder (``out_dir`` is new)."""
     import torchao
 
-    from ..pipeline import with_absolute_vae
-
     out_dir.mkdir(parents=True)
     (out_dir / TEXT_DIR).mkdir()
     for f in Path(text_encoder_dir).iterdir():  # config + tokenizer files, not the fp weights
         if f.is_file() and not f.name.endswith(_HF_WEIGHT_SUFFIXES):
             shutil.copy2(f, out_dir / TEXT_DIR / f.name)
-    _save_int8(pipe.text_encoder.model, out_dir / TEXT_DIR / TEXT_WEIGHTS)
+    save_int8(pipe.text_encoder.model, out_dir / TEXT_DIR / TEXT_WEIGHTS)
     meta = {k: v for k, v in getattr(pipe.dit, "meta", {}).items() if k not in ("quantization", "quality_gate")}
     meta = with_absolute_vae(meta, vae_dir)
     meta.update(
@@ -99,29 +73,6 @@ def save_quantized(pipe, out_dir: Path, *, source_dir: Path, vae_dir: Path, text
                       "source": str(Path(source_dir).resolve()),
                       "dit_layers": len(layers["dit"]), "text_encoder_layers": len(layers["text_encoder"])})
     save_quantized_dit(pipe.dit, out_dir, meta)
-
-
-def load_quantized_dit(path: Path, meta: dict, *, dtype: torch.dtype = torch.float32, device="cpu"):
-    from ..models.dit import VideoDiT, empty_transformer
-    from ..models.vision import PatchVisionEncoder
-
-    path = Path(path)
-    if not (path / DIT_WEIGHTS).is_file():
-        raise ValueError(f"{path} is marked quantized but has no {DIT_WEIGHTS}: re-run `magicdistill quantize`")
-    transformer = empty_transformer(path / "transformer", meta.get("embed_tokens", 1))
-    vision = PatchVisionEncoder(meta["text_dim"], meta["image_tokens"]) if meta.get("has_vision", True) else None
-    model = VideoDiT.from_parts(transformer, vision, meta)
-    _load_int8(model, path / DIT_WEIGHTS, dtype)
-    return model.to(device).eval()
-
-
-def load_quantized_text_model(path: Path):
-    """The Hugging Face encoder in ``path`` (config + model.int8.safetensors), in float32 as
-    TextEncoder runs it."""
-    from transformers import AutoConfig, AutoModel
-
-    model = AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
-    return _load_int8(model, Path(path) / TEXT_WEIGHTS, torch.float32).eval()
 
 
 def check_out_dir(out: Path) -> None:
@@ -137,11 +88,19 @@ def quantize_folder(model_dir: str | Path, out: str | Path, *, vae_dir: str | Pa
     renamed at the end, so a failure leaves nothing), and with ``check`` run the quality gate on
     the written folder (which also proves the round trip). -> (out, GateResult | None)."""
     from ..models.text import default_text_encoder_path
-    from ..pipeline import I2VPipeline, read_record, resolve_vae_dir
+    from ..pipeline import I2VPipeline
     from .gate import quality_gate
 
     model_dir, out = Path(model_dir), Path(out)
     check_out_dir(out)
+    if is_real_folder(model_dir):  # Wan / HunyuanVideo: int8 transformer; VAE and the folder's own encoders kept
+        from ..models.families.derived import quantize_real
+
+        if vae_dir or text_encoder:
+            raise ValueError(f"--vae / --text-encoder do not apply to {model_dir}: it keeps its own")
+        if out.is_dir():
+            out.rmdir()  # checked empty above
+        return quantize_real(model_dir, out), None
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
     meta = read_record(model_dir)
@@ -160,9 +119,7 @@ def quantize_folder(model_dir: str | Path, out: str | Path, *, vae_dir: str | Pa
         gate = None
         if check:
             gate = quality_gate(reference, I2VPipeline.from_dir(tmp), clips=clips)
-            rec = json.loads((tmp / "dit.json").read_text())
-            rec["quality_gate"] = gate.as_dict()
-            (tmp / "dit.json").write_text(json.dumps(rec, indent=1))
+            write_record(tmp / "dit.json", {**read_record(tmp), "quality_gate": gate.as_dict()})
         if out.is_dir():
             out.rmdir()  # checked empty above
         os.replace(tmp, out)

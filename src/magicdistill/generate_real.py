@@ -1,0 +1,69 @@
+"""``magicdistill generate`` on a real family's folder (a diffusers Wan / HunyuanVideo pipeline folder,
+or a folder magicdistill derived from one): validate, load through the folder record, sample, write.
+
+The frame size and length default to the folder's record, else the pipeline's own defaults
+(models/folder.py); the sampler (steps, guidance, shift, eta) likewise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import torch_dtype
+from .models.folder import ModelFolder
+from .video import tensor_to_frames, write_mp4
+
+
+def check_real_options(folder: ModelFolder, *, image, seconds, quantize, t2i, index, vae) -> None:
+    name = folder.pipeline
+    if seconds is not None:
+        raise ValueError(f"--seconds (a sliding-window long video) is not available for a {name} folder: "
+                         f"generate one window with --frames")
+    if quantize:
+        raise ValueError(f"--quantize is not available for a {name} folder: load it in its own dtype (--dtype)")
+    if vae is not None:
+        raise ValueError(f"--vae does not apply to a {name} folder: it uses its own vae/")
+    if folder.is_i2v and image is None:
+        raise ValueError(f"{folder.path} is an image-to-video model ({name}): give the first frame with --image"
+                         + (" (--t2i / --index apply to the tiny default only)" if (t2i or index) else ""))
+    if not folder.is_i2v and (image is not None or t2i or index):
+        raise ValueError(f"{folder.path} is a text-to-video model ({name}): it takes no --image/--t2i/--index")
+
+
+def video_size(folder: ModelFolder, height: int | None, width: int | None, frames: int | None,
+               temporal_ratio: int = 4) -> tuple[int, int, int]:
+    h = folder.video.height if height is None else height
+    w = folder.video.width if width is None else width
+    n = folder.video.frames if frames is None else frames
+    if h <= 0 or w <= 0:
+        raise ValueError(f"--height/--width must be > 0, got {h}x{w}")
+    if (n - 1) % temporal_ratio:
+        raise ValueError(f"--frames must be 1 + {temporal_ratio}k for this model's VAE, got {n} "
+                         f"(try {1 + temporal_ratio * ((n - 1) // temporal_ratio)})")
+    return h, w, n
+
+
+def generate_real(folder: ModelFolder, *, prompt: str, out: Path, image, steps: int, guidance: float, shift: float,
+                  eta: float, seed: int, frames: int | None, height: int | None, width: int | None, fps: float | None,
+                  device: str, dtype: str, progress: bool, compile: bool = False) -> Path:
+    from PIL import Image
+
+    from .models.families.real import RealPipeline
+
+    h, w, n = video_size(folder, height, width, frames)
+    pil = None
+    if image is not None:
+        if not Path(image).is_file():
+            raise ValueError(f"--image {image} does not exist")
+        try:
+            pil = Image.open(image).convert("RGB")
+        except OSError as e:
+            raise ValueError(f"--image {image} is not a readable image ({e})") from None
+    pipe = RealPipeline.from_dir(folder.path, device=device, dtype=torch_dtype(dtype))
+    if compile:
+        from .torch_compile import compile_transformer
+
+        compile_transformer(pipe.dit)
+    video = pipe(pil, prompt, height=h, width=w, frames=n, seed=seed, steps=steps, guidance=guidance, shift=shift,
+                 eta=eta, progress=progress)
+    return write_mp4(out, tensor_to_frames(video), fps or folder.video.fps)

@@ -1,0 +1,285 @@
+"""Export a distilled generator for plain diffusers (``magicdistill export``).
+
+Two products, both for the *base* diffusers pipeline the generator was distilled from:
+
+- **a pipeline folder** (``export_pipeline``): a standard diffusers folder, ``model_index.json`` and
+  one subfolder per component, that ``DiffusionPipeline.from_pretrained(DIR)`` loads. The
+  generator's transformer(s) (LoRA merged) replace the base's; every other component is the base's,
+  hard-linked (copied across filesystems). The scheduler is rewritten so that diffusers' own
+  denoising loop takes the generator's steps: the shift goes into the scheduler config (``shift`` of
+  FlowMatchEulerDiscreteScheduler, ``flow_shift`` of the UniPC scheduler the Wan folders ship, which
+  is also set to first order with its corrector off, i.e. exactly an Euler step). diffusers reads
+  no step count or guidance from a folder: those go into the folder's README.md (and the
+  command's output) as the call's ``num_inference_steps`` / ``guidance_scale``.
+- **a LoRA file** (``export_lora``): a safetensors file in diffusers' own LoRA format
+  (``transformer.<module>.lora_A/B.weight``, written by the pipeline class's ``save_lora_weights``)
+  that ``pipe.load_lora_weights(FILE)`` accepts on the base pipeline. A LoRA generator is written
+  as is (its alpha/rank scale folded into B, since diffusers loads LoRAs at scale alpha = rank);
+  a full-weight generator becomes one by a rank-``r`` SVD of each linear layer's weight change.
+  What a LoRA cannot carry (changed biases, norms, embeddings, or the part of a change beyond rank
+  r) is measured and reported, never dropped silently.
+
+The embedded tiny default (10x10 patch embedding, gated 32-channel output) has no diffusers
+equivalent; ``export`` says so instead of writing something diffusers would load wrongly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+INDEX = "model_index.json"
+TRANSFORMERS = ("transformer", "transformer_2")
+# what diffusers' pipelines cannot express: shown as one line when asked to export the tiny default
+TINY_NOT_EXPORTABLE = ("the embedded tiny model has no diffusers equivalent (10x10 patch embedding, gated "
+                       "32-channel output): export works on models distilled from a diffusers Wan/HunyuanVideo folder")
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing") from None
+
+
+def scheduler_overrides(config: dict, *, shift: float, steps: int) -> dict:
+    """The settings that make a base's scheduler (its ``scheduler_config.json``) take the generator's
+    Euler steps at ``shift``."""
+    name = config.get("_class_name")
+    if name == "FlowMatchEulerDiscreteScheduler":
+        return {"shift": shift}
+    if name == "UniPCMultistepScheduler" and config.get("use_flow_sigmas"):
+        # UniPC of order 1 without its corrector is DDIM, which on a flow-matching path is exactly Euler
+        return {"flow_shift": shift, "solver_order": 1, "lower_order_final": True,
+                "disable_corrector": list(range(steps))}
+    raise ValueError(f"scheduler {name!r} is not a flow-matching scheduler export knows "
+                     "(FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler with use_flow_sigmas)")
+
+
+def export_scheduler(base_scheduler_dir: str | Path, *, shift: float, steps: int):
+    """The base's scheduler set to take the generator's Euler steps at ``shift``."""
+    import diffusers
+
+    config = _read_json(Path(base_scheduler_dir) / "scheduler_config.json")
+    try:
+        overrides = scheduler_overrides(config, shift=shift, steps=steps)
+    except ValueError as e:
+        raise ValueError(f"{base_scheduler_dir}: {e}") from None
+    return getattr(diffusers, config["_class_name"]).from_config(config, **overrides)
+
+
+def _model_card(index: dict, steps: int, guidance: float, shift: float, lora: bool = False) -> str:
+    cls = index["_class_name"]
+    guidance_note = ("embedded guidance (the scale is a model input)" if cls == "HunyuanVideoPipeline"
+                     else "1.0 = no classifier-free guidance pair" if guidance == 1.0 else "classifier-free guidance")
+    load = ("pipe = DiffusionPipeline.from_pretrained(BASE)\npipe.load_lora_weights(FILE)" if lora
+            else "pipe = DiffusionPipeline.from_pretrained(DIR)")
+    return (f"# Few-step generator ({cls})\n\nDistilled with magicdistill. The scheduler config holds the shift "
+            f"({shift:g}); diffusers reads no step count or guidance from a folder, so pass them:\n\n"
+            f"```python\nfrom diffusers import DiffusionPipeline\n{load}\n"
+            f"video = pipe(prompt, num_inference_steps={steps}, guidance_scale={guidance:g}).frames[0]\n```\n\n"
+            f"guidance_scale {guidance:g}: {guidance_note}.\n")
+
+
+def _transformer_dir(module_or_dir, name: str, dst: Path) -> None:
+    from .lora import merged
+
+    if isinstance(module_or_dir, (str, Path)):
+        shutil.copytree(module_or_dir, dst, copy_function=_link_or_copy)
+    else:
+        merged(module_or_dir).save_pretrained(dst, safe_serialization=True)
+
+
+def export_pipeline(base_dir: str | Path, out: str | Path, *, transformer, transformer_2=None, steps: int,
+                    shift: float, guidance: float, scheduler_dir: str | Path | None = None) -> Path:
+    """A diffusers pipeline folder: ``base_dir``'s components with the generator's transformer(s).
+
+    ``transformer`` / ``transformer_2``: a diffusers transformer module (LoRA layers merged on save)
+    or a saved transformer folder. ``scheduler_dir``: the generator's own scheduler if it has one
+    (default: the base's)."""
+    from ..atomic import atomic_folder
+
+    base_dir, out = Path(base_dir), Path(out)
+    if not (base_dir / INDEX).is_file():
+        raise ValueError(f"{base_dir} is not a diffusers pipeline folder (no {INDEX})")
+    if out.exists():
+        raise ValueError(f"{out} already exists; choose a new output folder")
+    index = _read_json(base_dir / INDEX)
+    given = {"transformer": transformer, "transformer_2": transformer_2}
+    if transformer_2 is not None and not (index.get("transformer_2") or [None])[0]:
+        raise ValueError(f"{base_dir} has no transformer_2, but a second expert was given")
+    scheduler = export_scheduler(scheduler_dir or base_dir / "scheduler", shift=shift, steps=steps)
+    with atomic_folder(out) as tmp:
+        for name, spec in index.items():
+            if not (isinstance(spec, list) and spec[0]) or name == "scheduler":
+                continue
+            if name in TRANSFORMERS and given.get(name) is not None:
+                _transformer_dir(given[name], name, tmp / name)
+            else:
+                shutil.copytree(base_dir / name, tmp / name, copy_function=_link_or_copy)
+        scheduler.save_pretrained(tmp / "scheduler")
+        index["scheduler"] = ["diffusers", type(scheduler).__name__]
+        (tmp / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True))
+        (tmp / "README.md").write_text(_model_card(index, steps, guidance, shift))
+    return out
+
+
+# ---- LoRA ----------------------------------------------------------------------------------------
+
+def lora_from_peft(transformer: nn.Module, adapter: str | None = None) -> dict[str, torch.Tensor]:
+    """A peft LoRA on a diffusers transformer as diffusers-format tensors (``<module>.lora_A/B.weight``),
+    its scale (alpha / rank, times any set layer scale) folded into B."""
+    from peft.tuners.lora import LoraLayer
+
+    names = {id(m): n for n, m in transformer.named_modules()}
+    out: dict[str, torch.Tensor] = {}
+    for layer in [m for m in transformer.modules() if isinstance(m, LoraLayer)]:
+        name = names[id(layer)]
+        adapters = [adapter] if adapter else list(layer.active_adapters)
+        if len(adapters) != 1:
+            raise ValueError(f"{name}: {len(adapters)} active LoRA adapters; name the generator's one")
+        a = adapters[0]
+        if a not in layer.lora_A:
+            continue
+        out[f"{name}.lora_A.weight"] = layer.lora_A[a].weight.detach().clone()
+        out[f"{name}.lora_B.weight"] = (layer.lora_B[a].weight.detach() * layer.scaling[a]).clone()
+    if not out:
+        raise ValueError("the transformer has no LoRA layers to export")
+    return out
+
+
+def lora_from_difference(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], rank: int,
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Rank-``rank`` LoRA of each 2-D (linear) weight's change ``tuned - base`` by truncated SVD.
+
+    Returns the tensors and a report: ``captured`` (fraction of the total change's squared norm the
+    LoRA carries), ``left_out`` (the squared-norm fraction in tensors a LoRA cannot carry: biases,
+    norms, convolutions, tables), ``layers`` (how many linear layers changed)."""
+    if rank < 1:
+        raise ValueError(f"--rank must be >= 1, got {rank}")
+    missing = sorted(set(base) ^ set(tuned))
+    if missing:
+        raise ValueError(f"the generator and its base differ in their weights ({missing[0]}, ...): "
+                         "not the same architecture")
+    out: dict[str, torch.Tensor] = {}
+    total = captured = left_out = 0.0
+    layers = 0
+    for key in sorted(base):
+        delta = tuned[key].double() - base[key].double()
+        energy = float(delta.pow(2).sum())
+        if energy == 0.0:
+            continue
+        total += energy
+        if not (key.endswith(".weight") and delta.ndim == 2):
+            left_out += energy
+            continue
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = min(rank, s.numel())
+        module = key[: -len(".weight")]
+        dtype = tuned[key].dtype
+        out[f"{module}.lora_A.weight"] = vh[:r].to(dtype).contiguous()
+        out[f"{module}.lora_B.weight"] = (u[:, :r] * s[:r]).to(dtype).contiguous()
+        captured += float(s[:r].pow(2).sum())
+        layers += 1
+    if not out:
+        raise ValueError("the generator's linear weights equal its base's: there is no LoRA to write")
+    return out, {"captured": captured / total, "left_out": left_out / total, "layers": layers}
+
+
+def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
+    """Save diffusers-format LoRA tensors with the base pipeline class's own ``save_lora_weights``."""
+    import diffusers
+
+    from ..atomic import atomic_file
+
+    base_dir, file = Path(base_dir), Path(file)
+    if file.suffix != ".safetensors":
+        raise ValueError(f"--lora {file}: the LoRA file must end in .safetensors")
+    index = _read_json(base_dir / INDEX)
+    pipe_cls = getattr(diffusers, index["_class_name"])
+    if (index.get("transformer_2") or [None])[0]:
+        raise ValueError(f"{base_dir} has two experts (transformer_2): export its generator as a pipeline folder; "
+                         "a LoRA file covers one transformer")
+    with atomic_file(file, suffix=".safetensors") as tmp:
+        pipe_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
+                                   transformer_lora_layers=tensors)
+    return file
+
+
+# ---- from a generator folder ---------------------------------------------------------------------
+
+def _state_dict(component_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = component_dir / "diffusion_pytorch_model.safetensors.index.json"
+    files = sorted(set(_read_json(index)["weight_map"].values())) if index.exists() else \
+        ["diffusion_pytorch_model.safetensors"]
+    out: dict[str, torch.Tensor] = {}
+    for name in files:
+        if not (component_dir / name).exists():
+            raise ValueError(f"{component_dir / name} is missing (export reads safetensors weights)")
+        out.update(load_file(component_dir / name))
+    return out
+
+
+def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: str | Path | None = None,
+                 rank: int = 32) -> list[str]:
+    """Export the generator folder ``model_dir`` (what ``distill`` writes for a diffusers family):
+    a pipeline folder at ``out`` and/or a LoRA file at ``lora``. Returns the lines to show the user."""
+    from .folder import read_model_folder
+
+    if out is None and lora is None:
+        raise ValueError("nothing to export: give --out (a diffusers pipeline folder) and/or --lora (a LoRA file)")
+    # every user mistake is caught before anything is written
+    if out is not None and Path(out).exists():
+        raise ValueError(f"{out} already exists; choose a new output folder")
+    if lora is not None and Path(lora).suffix != ".safetensors":
+        raise ValueError(f"--lora {lora}: the LoRA file must end in .safetensors")
+    if lora is not None and rank < 1:
+        raise ValueError(f"--rank must be >= 1, got {rank}")
+    folder = read_model_folder(model_dir)
+    if folder.layout == "tiny":
+        raise ValueError(TINY_NOT_EXPORTABLE)
+    if folder.layout != "derived" or folder.base is None:
+        raise ValueError(f"{model_dir} is a diffusers pipeline folder itself; export takes a generator magicdistill "
+                         "wrote from one (a folder with magicdistill.json)")
+    own = [name for name in TRANSFORMERS if (folder.path / name).is_dir()]
+    if not own:
+        raise ValueError(f"{model_dir} holds no transformer/ of its own: there is no generator to export")
+    if lora is not None and "transformer_2" in own:
+        raise ValueError(f"{model_dir} has two experts: export it as a pipeline folder (--out); "
+                         "a LoRA file covers one transformer")
+    s = folder.sampler
+    lines = []
+    if out is not None:
+        export_pipeline(folder.base, out, transformer=folder.path / "transformer",
+                        transformer_2=folder.path / "transformer_2" if "transformer_2" in own else None,
+                        steps=s.steps, shift=s.shift, guidance=s.guidance)
+        lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, num_inference_steps={s.steps}, "
+                     f"guidance_scale={s.guidance:g}) (shift {s.shift:g} is in its scheduler config)")
+    if lora is not None:
+        tensors, report = lora_from_difference(_state_dict(folder.base / "transformer"),
+                                               _state_dict(folder.path / "transformer"), rank)
+        write_lora(folder.base, lora, tensors)
+        lines.append(f"{lora}: rank-{rank} LoRA of {report['layers']} linear layers for pipe.load_lora_weights on "
+                     f"{folder.base}; it carries {100 * report['captured']:.2f} % of the weight change"
+                     + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
+                        "use --out for the exact model)" if report["left_out"] > 0 else ""))
+        overrides = scheduler_overrides(_read_json(folder.base / "scheduler" / "scheduler_config.json"),
+                                        shift=s.shift, steps=s.steps)
+        lines.append(f"  then: pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **{overrides}); "
+                     f"pipe(prompt, num_inference_steps={s.steps}, guidance_scale={s.guidance:g})")
+    return lines
