@@ -71,6 +71,15 @@ def with_teacher_guidance(cfg: DistillConfig, teacher_meta: dict) -> DistillConf
                                        lcm_guidance=w if cfg.lcm_guidance is None else cfg.lcm_guidance)
 
 
+def equivalent_dmd_guidance(w: float, alpha_weak: float, alpha_strong: float = 1.0) -> float:
+    """The real-score CFG scale at which vanilla DMD2's generator gradient is, to first order in the LoRA,
+    (1 - alpha_weak / alpha_strong) times W2S's at CFG w: w_eff = 1 + (w - 1) / (1 - alpha_weak / alpha_strong),
+    up to the LoRA's change of the CFG direction (docs/METHOD.md, "W2S and DMD2 to first order")."""
+    if not 0 <= alpha_weak < alpha_strong:
+        raise ValueError(f"need 0 <= alpha_weak < alpha_strong, got {alpha_weak}, {alpha_strong}")
+    return 1 + (w - 1) / (1 - alpha_weak / alpha_strong)
+
+
 class W2SMethod:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
