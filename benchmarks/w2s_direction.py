@@ -1,17 +1,20 @@
-"""Why weak-to-strong matching and vanilla DMD2 tie here: the gradient each one gives the generator.
+"""Why weak-to-strong matching and vanilla DMD2 nearly tie: the gradient each one gives the generator.
 
 DMD's generator gradient is g = (x0_fake - x0_real) / mean|x_gen - x0_real| (distill/losses.py). Vanilla DMD2 takes
 x0_real from the frozen teacher (the shared LoRA at scale 0), W2S from the same LoRA at alpha_weak, both with the
-teacher's CFG. If the LoRA acts linearly in its scale, v(a) = v(0) + a D, W2S's x0_fake - x0_real is DMD2's minus
-alpha_weak times the CFG-combined D: when the LoRA has moved the scores little, nearly the same direction, somewhat
-shorter. Adam is invariant to a gradient's overall scale, so the generator then makes nearly the same update.
+teacher's CFG w. To first order in the LoRA, W2S(alpha, w) is (1 - alpha) times DMD2 with the real CFG
+w_eff = 1 + (w - 1) / (1 - alpha), plus a term alpha (w - 1) (D_c - D_u) from the LoRA's change to the CFG direction
+(docs/METHOD.md, "W2S and DMD2 to first order"). Adam is invariant to a gradient's overall scale, so the factor
+(1 - alpha) changes little.
 
 This script rebuilds a distillation run's method from its config and checkpoint (generator, LoRA), makes x_gen as
-training does (noised held-out data through the generator), noises it to each --sigmas, and prints:
-- |x0_fake - x0_teacher| over |x0_teacher - x_gen|: how far the trained LoRA moved the fake score;
-- the cosine and length ratio of the W2S gradient (real score at alpha_weak, 0.25 for a --method dmd run too) to the
-  DMD2 gradient (real score = the teacher), averaged over the held-out batches.
-A cosine near 1 means the two methods differ, to first order, only by a step size (docs/DECISIONS.md, "W2S and DMD2 tie"; docs/research/LOG.md, "Stop 13").
+training does (noised held-out data through the generator), noises it to each --sigmas, and prints per sigma:
+- moved: |x0_fake - x0_teacher| / |x0_teacher - x_gen|, both WITHOUT CFG (the fake score has none): how far
+  the trained LoRA moved the score (the CFG gap, |x0_teacher,CFG - x0_teacher|, is printed apart as cfg_gap);
+- linearity: |x0(alpha) - x0(0) - alpha (x0(1) - x0(0))| / |alpha (x0(1) - x0(0))| of the LoRA's scale (conditional);
+- cosines of the W2S gradient (real score at alpha_weak, 0.25 for a --method dmd run) with DMD2 at the teacher's
+  w and with DMD2 at w_eff, and the W2S/DMD2(w_eff) length ratio (first order: 1 - alpha, up to the normaliser);
+- resid: |alpha (w - 1) (D_c - D_u)| / |x0_fake - x0_real,W2S|, the part of W2S no real CFG of DMD2 reproduces.
 
     OMP_NUM_THREADS=2 python benchmarks/w2s_direction.py RUN_DIR [RUN_DIR ...] [--batches 4] [--sigmas 0.3 0.6 0.9]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,7 +31,7 @@ import torch
 from magicdistill.config import DataConfig, DistillConfig
 from magicdistill.distill import losses
 from magicdistill.distill.trainer import build_method, make_batch
-from magicdistill.flow import add_noise
+from magicdistill.flow import add_noise, x0_from_v
 from magicdistill.models.dit import VideoDiT
 from magicdistill.models.text import TextEncoder
 from magicdistill.models.vae import load_vae
@@ -60,7 +64,11 @@ def main() -> None:
         method = build_method(VideoDiT.load(a.teacher), DistillConfig.strict_update(cfg, alpha_weak=weak))
         load_checkpoint(Path(run) / "checkpoint", modules={k: m for k, m in method.modules().items() if k != "ema"})
         print(f"{run} ({cfg.method}, {cfg.iters} iterations; W2S real score at alpha {weak}, CFG {cfg.real_guidance})")
-        moved, cos, ratio = ({sigma: [] for sigma in a.sigmas} for _ in range(3))
+        w, alpha = cfg.real_guidance, weak
+        w_eff = 1 + (w - 1) / (1 - alpha / cfg.alpha_strong)
+        print(f"  w_eff = 1 + (w - 1) / (1 - alpha / alpha_strong) = {w_eff:.3f}")
+        keys = ("moved", "cfg_gap", "linearity", "cos_dmd_w", "cos_dmd_weff", "ratio_weff", "resid")
+        stats = {sigma: {k: [] for k in keys} for sigma in a.sigmas}
         for b in range(a.batches):
             g = torch.Generator().manual_seed(b)
             batch = make_batch(test, torch.arange(b * BATCH, (b + 1) * BATCH), null_text, "cpu")
@@ -71,19 +79,37 @@ def main() -> None:
                 s = torch.full((BATCH,), sigma)
                 with torch.no_grad():
                     x_t = add_noise(x_gen, torch.randn(x_gen.shape, generator=g), s)
+                    x0 = lambda role, c, scale=None: _x0(method, role, x_t, s, c, scale)  # noqa: E731
                     fake = method._score_x0(x_t, s, cond, None, "fake", 1.0)
-                    teacher = method._score_x0(x_t, s, cond, uncond, "teacher", cfg.real_guidance)
-                    weak_real = method._score_x0(x_t, s, cond, uncond, "real", cfg.real_guidance)
-                g_dmd = losses.dmd_loss(x_gen, teacher, fake).grad.flatten()
-                g_w2s = losses.dmd_loss(x_gen, weak_real, fake).grad.flatten()
-                moved[sigma].append(((fake - teacher).norm() / (teacher - x_gen).norm()).item())
-                cos[sigma].append(torch.nn.functional.cosine_similarity(g_w2s, g_dmd, dim=0).item())
-                ratio[sigma].append((g_w2s.norm() / g_dmd.norm()).item())
+                    base_c, base_u = x0("teacher", cond), x0("teacher", uncond)
+                    fake_u = x0("fake", uncond)
+                    weak_c = x0("fake", cond, alpha)
+                    real_w2s = method._score_x0(x_t, s, cond, uncond, "real", w)
+                    dmd_w = base_u + w * (base_c - base_u)
+                    dmd_weff = base_u + w_eff * (base_c - base_u)
+                g_w2s = losses.dmd_loss(x_gen, real_w2s, fake).grad.flatten()
+                g_w = losses.dmd_loss(x_gen, dmd_w, fake).grad.flatten()
+                g_weff = losses.dmd_loss(x_gen, dmd_weff, fake).grad.flatten()
+                d_c, d_u = (fake - base_c) / cfg.alpha_strong, (fake_u - base_u) / cfg.alpha_strong
+                st = stats[sigma]
+                st["moved"].append(((fake - base_c).norm() / (base_c - x_gen).norm()).item())
+                st["cfg_gap"].append(((dmd_w - base_c).norm() / (base_c - x_gen).norm()).item())
+                st["linearity"].append(((weak_c - base_c - alpha * d_c).norm() / (alpha * d_c).norm()).item())
+                st["cos_dmd_w"].append(torch.nn.functional.cosine_similarity(g_w2s, g_w, dim=0).item())
+                st["cos_dmd_weff"].append(torch.nn.functional.cosine_similarity(g_w2s, g_weff, dim=0).item())
+                st["ratio_weff"].append((g_w2s.norm() / g_weff.norm()).item())
+                st["resid"].append((alpha * (w - 1) * (d_c - d_u)).norm().item() / (fake - real_w2s).norm().item())
         for sigma in a.sigmas:
-            n = a.batches
-            print(f"  sigma {sigma}: |x0_fake - x0_teacher| / |x0_teacher - x_gen| {sum(moved[sigma]) / n:.3f}  "
-                  f"W2S vs DMD2 gradient: cosine {sum(cos[sigma]) / n:.4f}, length ratio {sum(ratio[sigma]) / n:.3f}")
+            m = {k: sum(v) / len(v) for k, v in stats[sigma].items()}
+            print(f"  sigma {sigma}: moved {m['moved']:.3f} (cfg_gap {m['cfg_gap']:.3f}), linearity {m['linearity']:.3f}; "
+                  f"cos(W2S, DMD2 w={w:g}) {m['cos_dmd_w']:.4f}, cos(W2S, DMD2 w_eff={w_eff:.2f}) {m['cos_dmd_weff']:.4f}, "
+                  f"|W2S|/|DMD2 w_eff| {m['ratio_weff']:.3f}, resid {m['resid']:.3f}")
 
+
+def _x0(method, role: str, x_t, sigma, cond, scale: float | None = None) -> torch.Tensor:
+    """x0 of one (unguided) branch in a role, optionally with the shared LoRA at another scale."""
+    with method.scores.use(role) as model, (method.lora.scaled(scale) if scale is not None else nullcontext()):
+        return x0_from_v(x_t, model(x_t, sigma, cond), sigma)
 
 if __name__ == "__main__":
     main()

@@ -24,8 +24,9 @@ def test_quick_plan_has_every_table_and_shares_units():
     assert all(c[-1].id in ids for c in plan.curves.values())
     assert not plan.t2v and len(plan.curves) == 2
     units = plan.units()
-    # 6 Euler + 8 distilled + 2 extra alphas + 2 earlier snapshots of each of the 2 curves
-    assert len(units) == len({u.id for u in units}) == 6 + 8 + 2 + 4
+    # 6 Euler + 8 distilled + DMD2 at W2S's w_eff + 2 extra alphas + 2 earlier snapshots of each of the 2 curves
+    assert len(units) == len({u.id for u in units}) == 6 + 9 + 2 + 4
+    assert "DMD2 (real CFG w_eff of alpha 0.25) 4-step" in labels
     assert units[0] == Unit("euler", 50)
     w2s4 = [u.iters for u in units if u.run_id == Unit("w2s", 4).run_id]
     assert w2s4 == [4, 8, 16]  # one run, continued snapshot to snapshot
@@ -273,3 +274,18 @@ def test_bench_cli_bad_input_is_one_line_error_before_any_work(tmp_path, args, n
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # (torchao prints at import)
     assert len(err) == 1 and needle in err[0], r.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "R.md").exists()
+
+
+def test_weff_row_distils_dmd2_with_the_first_order_equivalent_real_cfg(tmp_path):
+    from magicdistill.bench.plan import QUICK, Unit
+    from magicdistill.bench.runner import distill_config
+    from magicdistill.distill.w2s import equivalent_dmd_guidance
+
+    (tmp_path / "dit.json").write_text(json.dumps({"sampler": {"kind": "euler", "steps": 50, "guidance": 2.0,
+                                                                "shift": 5.0}}))
+    cfg = distill_config(Unit("dmd", 4, alpha_weak=0.0, iters=16, weff_alpha=0.25), QUICK, tmp_path, "cpu")
+    assert cfg.method == "dmd" and cfg.real_guidance == pytest.approx(1 + 1 / 0.75)
+    assert distill_config(Unit("dmd", 4, alpha_weak=0.0, iters=16), QUICK, tmp_path, "cpu").real_guidance is None
+    assert equivalent_dmd_guidance(2.0, 0.25) == pytest.approx(7 / 3)
+    assert equivalent_dmd_guidance(3.0, 0.5, 2.0) == pytest.approx(1 + 2 / 0.75)
+    assert equivalent_dmd_guidance(2.0, 0.0) == 2.0

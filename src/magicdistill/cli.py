@@ -50,11 +50,12 @@ RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out 
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
 
 
-def _run_with_config(cls, config: Path | None, dry_run: bool, run, **flags) -> None:
+def _run_with_config(cls, config: Path | None, dry_run: bool, run, base=None, **flags) -> None:
     """Call ``run(cfg)`` with the run's config: a JSON file (used instead of the flags) or the flags over
-    the defaults; --dry-run prints it instead. A ValueError (a bad field, bad input) is a one-line error."""
+    ``base()`` (a preset; default: the defaults); --dry-run prints it instead. A ValueError (a bad field, bad
+    input, an unknown preset) is a one-line error."""
     try:
-        cfg = cls.from_json(config) if config else cls.strict_update(cls(), **flags)
+        cfg = cls.from_json(config) if config else cls.strict_update(base() if base else cls(), **flags)
         if dry_run:
             typer.echo(cfg.model_dump_json(indent=1))
             return
@@ -153,6 +154,7 @@ def train_cmd(
 
 @app.command("distill")
 def distill_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, samples/, generator/)"),
     method: str = typer.Option("w2s", help="w2s (weak-to-strong DMD) | dmd (vanilla DMD2) | lcm | cfg (guidance "
                                             "distillation) | euler (N-step teacher, nothing trained)"),
@@ -168,6 +170,9 @@ def distill_cmd(
     generator: str = typer.Option("full", help="full (a trainable copy of the teacher) | lora (an adapter on the "
                                               "scores' frozen backbone: far less memory)"),
     batch_size: int = typer.Option(4),
+    real_guidance: float = typer.Option(None, help="CFG scale of the real score [default: the teacher's own]"),
+    preset: str = typer.Option(None, help="paper: the paper's hyper-parameters (batch 16, lr 2e-6, generator every "
+                                          "5th iteration); flags given on the command line override it"),
     num_clips: int = typer.Option(1000, help="synthetic training clips to encode"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
@@ -199,12 +204,23 @@ def distill_cmd(
         distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir, height=height,
                 width=width, frames=frames)
 
-    _run_with_config(
-        DistillConfig, config, dry_run, run, method=method, steps=steps, iters=iters, alpha_weak=alpha_weak,
-        alpha_strong=alpha_strong, lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
-        num_clips=num_clips, seed=seed, device=device, dtype=dtype, generator=generator, data_cache=str(data or ""),
-        lora_rank=lora_rank, generator_lora_rank=generator_lora_rank, lora_targets=lora_targets,
-        checkpointing=checkpointing, mixed_precision=mixed_precision)
+    flags = dict(method=method, steps=steps, iters=iters, alpha_weak=alpha_weak, alpha_strong=alpha_strong,
+                 lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
+                 real_guidance=real_guidance, num_clips=num_clips, seed=seed, device=device, dtype=dtype,
+                 generator=generator, data=str(data or ""), lora_rank=lora_rank, generator_lora_rank=generator_lora_rank,
+                 lora_targets=lora_targets, checkpointing=checkpointing, mixed_precision=mixed_precision)
+    if preset:  # the preset's values stand unless a flag was typed
+        if config:
+            _fail("--preset and --config: use one (the JSON config is the whole config)")
+        # by name: typer may ship its own copy of click's ParameterSource enum
+        flags = {k: v for k, v in flags.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    flags = {k: v for k, v in flags.items() if k != "real_guidance" or v is not None}
+    if "data" in flags:  # the flag --data is the config's data_cache
+        flags["data_cache"] = flags.pop("data")
+    from .config import distill_preset
+
+    _run_with_config(DistillConfig, config, dry_run, run, base=(lambda: distill_preset(preset)) if preset else None,
+                     **flags)
 
 
 @app.command("cache")

@@ -21,6 +21,9 @@ class Unit:
     lambda_reg: float = 0.0  # w2s only: MagicDistillation's ground-truth term L_reg
     iters: int = 0  # distillation iterations (0 for euler)
     teacher: str = "ti2v"  # ti2v (the shipped teacher) | t2v (--t2v-teacher)
+    # dmd only: the real score's CFG is W2S's first-order equivalent for this alpha_weak, w_eff = 1 + (w - 1) /
+    # (1 - alpha), w the teacher's (docs/METHOD.md, "W2S and DMD2 to first order"); 0 = the teacher's w
+    weff_alpha: float = 0.0
 
     @property
     def trained(self) -> bool:
@@ -32,6 +35,8 @@ class Unit:
         rid = f"{self.teacher}-{self.method}-{self.steps}step"
         if self.method == "w2s":
             rid += f"-a{self.alpha_weak:g}-reg{self.lambda_reg:g}"
+        if self.weff_alpha:
+            rid += f"-weff{self.weff_alpha:g}"
         return rid
 
     @property
@@ -47,6 +52,8 @@ class Unit:
             name += f" (alpha_weak {self.alpha_weak:g})"
         if self.lambda_reg:
             name += f" + L_reg ({self.lambda_reg:g})"
+        if self.weff_alpha:
+            name += f" (real CFG w_eff of alpha {self.weff_alpha:g})"
         if self.teacher == "t2v":
             name += " [T2V]"
         return f"{name} {self.steps}-step"
@@ -124,6 +131,8 @@ def make_plan(s: Settings, *, t2v: bool = False) -> Plan:
     for n in s.distilled_steps:
         table1 += [Unit("lcm", n, iters=s.iters), Unit("dmd", n, alpha_weak=0.0, iters=s.iters),
                    Unit("w2s", n, iters=s.iters), Unit("w2s", n, lambda_reg=s.lambda_reg, iters=s.iters)]
+    # W2S's first-order twin: DMD2 whose real CFG is w_eff of W2S's alpha (4 steps, the ablation's setting)
+    table1.append(Unit("dmd", 4, alpha_weak=0.0, iters=s.iters, weff_alpha=0.25))
     alpha = [Unit("dmd", 4, alpha_weak=0.0, iters=s.iters) if a == 0 else Unit("w2s", 4, alpha_weak=a, iters=s.iters)
              for a in s.alphas]
     curves = {"W2S 4-step (TI2V)": [Unit("w2s", 4, iters=k) for k in s.curve_iters],

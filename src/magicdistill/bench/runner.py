@@ -24,7 +24,7 @@ from ..atomic import atomic_folder, write_text_atomic
 from ..config import DistillConfig
 from ..demo import Sampler, held_out_clips
 from ..distill.trainer import distill, sampler_record
-from ..distill.w2s import with_teacher_guidance
+from ..distill.w2s import equivalent_dmd_guidance, with_teacher_guidance
 from ..models.dit import VideoDiT
 from ..models.text import TextEmbedding
 from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
@@ -140,6 +140,19 @@ def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipe
     return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"], rec["eta"])
 
 
+def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: str) -> DistillConfig:
+    """The distillation config of a trained unit."""
+    real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent
+    if unit.weff_alpha:
+        w = with_teacher_guidance(DistillConfig(), read_record(teacher_dir)).real_guidance
+        real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha)
+    return DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
+                         lambda_reg=unit.lambda_reg, real_guidance=real_guidance, num_clips=settings.num_clips,
+                         seed=settings.seed, device=device, ema_decay=settings.ema_decay,
+                         # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
+                         checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
+
+
 def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str) -> Path:
     """``OUT/runs/<run>/snapshots/it<K>``: the run's EMA generator after K iterations, made by
     continuing the run (``distill --resume`` with a larger --iters) from its last checkpoint."""
@@ -147,11 +160,7 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
     snap = run / "snapshots" / f"it{unit.iters}"
     if (snap / "dit.json").is_file():
         return snap
-    cfg = DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
-                        lambda_reg=unit.lambda_reg, num_clips=settings.num_clips, seed=settings.seed, device=device,
-                        ema_decay=settings.ema_decay,
-                        # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
-                        checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
+    cfg = distill_config(unit, settings, teacher_dir, device)
     ckpt = run / "checkpoint" / "meta.json"
     if ckpt.is_file() and json.loads(ckpt.read_text())["step"] > unit.iters:
         # the run went past this snapshot (only if a snapshot was deleted by hand): start it over

@@ -78,6 +78,11 @@ def gan_discriminator_loss(logits_fake: torch.Tensor, logits_real: torch.Tensor)
     return F.softplus(logits_fake.float()).mean() + F.softplus(-logits_real.float()).mean()
 
 
+def discriminator_accuracy(logits_fake: torch.Tensor, logits_real: torch.Tensor) -> float:
+    """Share of inputs on the right side of 0, real and generated weighted equally (chance = 0.5)."""
+    return 0.5 * ((logits_real > 0).float().mean() + (logits_fake < 0).float().mean()).item()
+
+
 def cfg_distill_loss(v_student: torch.Tensor, v_teacher_cfg: torch.Tensor) -> torch.Tensor:
     """L_cfg = || v_hat(x, sigma, w, c) - v_s(x, sigma, w, c) ||^2 (Magic 1-For-1 eq. 6)."""
     return (v_student.float() - v_teacher_cfg.detach().float()).pow(2).mean()

@@ -15,6 +15,7 @@ every iteration, the generator every ``generator_every``-th (r = 5 in the paper)
 from __future__ import annotations
 
 import copy
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -72,11 +73,22 @@ def with_teacher_guidance(cfg: DistillConfig, teacher_meta: dict) -> DistillConf
                                        lcm_guidance=w if cfg.lcm_guidance is None else cfg.lcm_guidance)
 
 
+def equivalent_dmd_guidance(w: float, alpha_weak: float, alpha_strong: float = 1.0) -> float:
+    """The real-score CFG scale at which vanilla DMD2's generator gradient is, to first order in the LoRA,
+    (1 - alpha_weak / alpha_strong) times W2S's at CFG w: w_eff = 1 + (w - 1) / (1 - alpha_weak / alpha_strong),
+    up to the LoRA's change of the CFG direction (docs/METHOD.md, "W2S and DMD2 to first order")."""
+    if not 0 <= alpha_weak < alpha_strong:
+        raise ValueError(f"need 0 <= alpha_weak < alpha_strong, got {alpha_weak}, {alpha_strong}")
+    return 1 + (w - 1) / (1 - alpha_weak / alpha_strong)
+
+
 class W2SMethod:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
         if cfg.alpha_weak >= cfg.alpha_strong:
             raise ValueError(f"alpha_weak ({cfg.alpha_weak}) must be below alpha_strong ({cfg.alpha_strong})")
+        if cfg.disc_sigma_min > cfg.disc_sigma_max:
+            raise ValueError(f"disc_sigma_min ({cfg.disc_sigma_min}) must not exceed disc_sigma_max ({cfg.disc_sigma_max})")
         self.cfg = cfg
         # generator="full": a separate, fully trainable copy of the teacher, made before the LoRA exists
         full = copy.deepcopy(teacher).train().requires_grad_(True) if cfg.generator == "full" else None
@@ -89,11 +101,15 @@ class W2SMethod:
         dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
         device = next(teacher.parameters()).device
         self.head = DiscriminatorHead(dim, len(cfg.disc_layers)).to(device)
+        self.recent_d_acc: deque[float] = deque(maxlen=20)  # logged as d_acc_recent: one batch's d_acc is noisy
         self.sigmas = sigma_schedule(cfg.steps, cfg.shift)  # inference schedule; generator trains at sigmas[:-1]
         self.fake_params = self.scores.parameters() + list(self.head.parameters())
         self.opt_generator = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, betas=(0.0, 0.99),
                                                weight_decay=0.0)
-        self.opt_fake = torch.optim.AdamW(self.fake_params, lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
+        # one optimizer for the fake turn, the head in its own group (its own rate: cfg.lr_disc)
+        self.opt_fake = torch.optim.AdamW([{"params": self.scores.parameters()},
+                                           {"params": list(self.head.parameters()), "lr": cfg.lr_disc}],
+                                          lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
         apply_memory_options(self)  # checkpointing, bf16 frozen backbone (docs/SCALING.md)
 
     # --- schedule (owned by the method) ----------------------------------------------------------
@@ -124,6 +140,13 @@ class W2SMethod:
     def _fake_sigma(self, b: int, g: torch.Generator, device) -> torch.Tensor:
         u = torch.rand(b, generator=g) * (self.cfg.fake_sigma_max - self.cfg.fake_sigma_min) + self.cfg.fake_sigma_min
         return shift_sigma(u, self.cfg.shift).to(device)
+
+    def _disc_input(self, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """x0 noised for the discriminator: its own sigma ~ U[disc_sigma_min, disc_sigma_max] (unshifted, so
+        detail stays visible) and its own noise, so a real and a generated input never share either."""
+        lo, hi = self.cfg.disc_sigma_min, self.cfg.disc_sigma_max
+        sigma = (torch.rand(x0.shape[0], generator=g) * (hi - lo) + lo).to(x0.device)
+        return add_noise(x0, torch.randn(x0.shape, generator=g).to(x0.device), sigma), sigma
 
     # --- generator input ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -190,7 +213,7 @@ class W2SMethod:
                 loss = loss + cfg.lambda_reg * reg.loss
                 metrics["loss_reg"] = reg.loss.item()
             if cfg.lambda_adv > 0:
-                adv = losses.gan_generator_loss(self._features_logits(x_t, sigma, cond))
+                adv = losses.gan_generator_loss(self._features_logits(*self._disc_input(x_gen, g), cond))
                 loss = loss + cfg.lambda_adv * adv
                 metrics["loss_g_adv"] = adv.item()
             self.opt_generator.zero_grad(set_to_none=True)
@@ -209,17 +232,22 @@ class W2SMethod:
         sigma = self._fake_sigma(b, g, device)
         eps = torch.randn(x_fake.shape, generator=g).to(device)
         x_t = add_noise(x_fake, eps, sigma)
-        with self.scores.use("fake") as fake, self.scores.tap("fake").capture() as feats:
+        with self.scores.use("fake") as fake:
             v_fake = fake(x_t, sigma, cond)
         loss_fake = losses.flow_matching_loss(v_fake, x_fake, eps)
         loss = loss_fake
         metrics = {"loss_fake": loss_fake.item()}
         if cfg.lambda_disc > 0:
-            logits_fake = self.head(feats) if cfg.disc_features == "fake" else self._features_logits(x_t, sigma, cond)
-            logits_real = self._features_logits(add_noise(batch.x_gt, eps, sigma), sigma, cond)
+            # independent sigma and noise for each side: with shared ones the two inputs differed only by
+            # (1 - sigma)(x_gt - x_gen) on paired data, and the head stayed at chance (loss_d = ln 4)
+            logits_fake = self._features_logits(*self._disc_input(x_fake, g), cond)
+            logits_real = self._features_logits(*self._disc_input(batch.x_gt, g), cond)
             loss_d = losses.gan_discriminator_loss(logits_fake, logits_real)
             loss = loss + cfg.lambda_disc * loss_d
-            metrics.update(loss_d=loss_d.item(), d_real=logits_real.mean().item(), d_fake=logits_fake.mean().item())
+            acc = losses.discriminator_accuracy(logits_fake, logits_real)
+            self.recent_d_acc.append(acc)
+            metrics.update(loss_d=loss_d.item(), d_real=logits_real.mean().item(), d_fake=logits_fake.mean().item(),
+                           d_acc=acc, d_acc_recent=sum(self.recent_d_acc) / len(self.recent_d_acc))
         self.opt_fake.zero_grad(set_to_none=True)
         with frozen(list(self.generator.parameters())):
             loss.backward()
