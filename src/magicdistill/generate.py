@@ -16,7 +16,9 @@ from .prior.first_frame import choose_first_frame, plan_prior, save_prior
 from .quant.folder import quantize_pipeline
 from .quant.int8 import check_quantize
 from .torch_compile import check_compile_available, compile_transformer
-from .video import frames_to_tensor, load_image, tensor_to_frames, write_mp4
+from .validate import (MAX_FRAMES, MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS, check_device, check_finite, check_model_folder,
+                       check_out_file, check_prompt, check_seed, check_writable_folder)
+from .video import MAX_UPSCALE, frames_to_tensor, load_image, tensor_to_frames, write_mp4, write_png_frames
 
 
 def valid_frame_count(frames: int, temporal_ratio: int) -> int:
@@ -28,22 +30,24 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
                fps: float | None, dtype: str, eta: float = 0.0) -> None:
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: describe the video with --prompt")
+    check_prompt(prompt)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
     if out.exists() and out.is_dir():
         raise ValueError(f"--out {out} is a directory")
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    if guidance < 0:
-        raise ValueError(f"--guidance must be >= 0, got {guidance}")
-    if shift <= 0:
-        raise ValueError(f"--shift must be > 0, got {shift}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"--steps {steps} is more than {MAX_STEPS} (hours of sampling); the teacher needs 50")
+    check_finite("--guidance", guidance, 0.0, MAX_GUIDANCE)
+    check_finite("--shift", shift, 0.0, MAX_SHIFT, lo_open=True)
     if not 0 <= eta <= 1:
         raise ValueError(f"--eta must be in [0, 1], got {eta}")
     if frames is not None and frames <= 0:
         raise ValueError(f"--frames must be > 0, got {frames}")
-    if frames is not None and frames > 4096:
-        raise ValueError(f"--frames {frames} is too long for one window (max 4096)")
+    if frames is not None and frames > MAX_FRAMES:
+        raise ValueError(f"--frames {frames} is too long for one window (max {MAX_FRAMES}); use --seconds for a long "
+                         "video")
     if fps is not None and not (0 < fps <= 240):
         raise ValueError(f"--fps must be in (0, 240], got {fps}")
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -69,11 +73,24 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
              frames: int | None = None, fps: float | None = None, model: str | Path | None = None, teacher: bool = False,
              vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
              seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
-             index: str | Path | None = None, quantize: str | None = None, compile: bool = False) -> Path:
+             index: str | Path | None = None, quantize: str | None = None, compile: bool = False,
+             upscale: int | None = None, lossless: bool = False, frames_dir: str | Path | None = None) -> Path:
     out = Path(out)
     if model and teacher:
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
+    check_seed(seed)
+    check_device(device)
+    check_finite("--eta", eta, 0.0, 1.0)
+    check_out_file(out, inputs={"--image": image})
+    if frames_dir is not None:
+        check_writable_folder(Path(frames_dir), "--frames-dir")
+    if upscale is not None and not 1 <= upscale <= MAX_UPSCALE:
+        raise ValueError(f"--upscale must be an integer in [1, {MAX_UPSCALE}], got {upscale}")
     model_dir = Path(model) if model else default_model(teacher)
+    if model_dir.is_dir():
+        check_model_folder(model_dir)
+        if vae:
+            check_model_folder(Path(vae), "--vae")
     meta = read_record(model_dir)
     steps, guidance, shift, eta = sampler_settings(meta, steps, guidance, shift, eta)
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
@@ -114,7 +131,9 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
                      eta=eta, progress=progress)
         frames_u8 = tensor_to_frames(video[:, :n])
     # 4. write (atomically); the chosen prior goes beside the video only once the video exists
-    path = write_mp4(out, frames_u8, fps or pipe.spec.fps)
+    path = write_mp4(out, frames_u8, fps or pipe.spec.fps, upscale=upscale, lossless=lossless)
+    if frames_dir is not None:
+        write_png_frames(frames_dir, frames_u8)
     if choice is not None:
         save_prior(out, choice)
     return path

@@ -7,7 +7,6 @@ Euler (+ batched CFG); 4. put the image's latent in the first latent frame; 5. d
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,5 +164,12 @@ def with_absolute_vae(meta: dict, vae_dir: str | Path) -> dict:
 
 
 def read_record(model_dir: Path) -> dict:
+    """A model folder's dit.json ({} without one); a malformed one is a one-line error naming it."""
+    from .validate import check_model_record, read_json_file
+
     f = Path(model_dir) / "dit.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    record = read_json_file(f)
+    check_model_record(record, f)
+    return record

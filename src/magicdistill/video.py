@@ -8,6 +8,7 @@ size. Any size and aspect ratio is accepted.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,11 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
-    """Read an image file and apply the resize-to-cover + centre-crop rule -> (H, W, 3) uint8."""
+    """Read an image file and apply the resize-to-cover + centre-crop rule -> (H, W, 3) uint8.
+
+    Normalised first: EXIF orientation applied, 16-bit and 32-bit greyscale scaled to 8 bits (not clipped
+    to white), palette and alpha images composited over white. An image over PIL's decompression-bomb
+    limit is an error, not a multi-gigabyte decode."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -37,12 +42,35 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"image path is not a file: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                img = to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"{path} is too large to read safely (over {Image.MAX_IMAGE_PIXELS} pixels); "
+                         "downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__})") from None
     return fit_image(img, height, width)
+
+
+def to_rgb(im):
+    """An opened PIL image as 8-bit RGB the way it is meant to be seen (see ``load_image``)."""
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
 
 
 def fit_image(img, height: int, width: int) -> np.ndarray:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -24,8 +23,10 @@ from ..models.lora import merged
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import load_vae
 from ..pipeline import read_record, resolve_vae_dir, sample_video, with_absolute_vae
-from ..train.run import Run
+from ..atomic import atomic_folder
+from ..train.run import Run, closes_runs
 from ..train.teacher import latent_set_for, step_generator
+from ..validate import check_model_folder
 from ..video import tensor_to_frames, write_mp4
 from .cfg_distill import CFGDistillMethod
 from .lcm import LCMMethod
@@ -67,9 +68,11 @@ def sampler_record(cfg: DistillConfig) -> dict:
     return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
 
 
+@closes_runs
 def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
-            cache_dir: str | Path | None = None) -> Path:
+            cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
     teacher_dir = Path(teacher_dir)
+    check_model_folder(teacher_dir, "--teacher")
     meta = read_record(teacher_dir)
     if not meta:
         raise ValueError(f"no teacher at {teacher_dir} (expected dit.json)")
@@ -78,7 +81,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     if cfg.generator == "lora" and cfg.method not in ("w2s", "dmd"):
         raise ValueError(f"--generator lora applies to --method w2s or dmd, not {cfg.method} (use --generator full)")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
-    run = Run(out, cfg, resume=resume, may_change=("iters",))
+    run = Run(out, cfg, resume=resume, may_change=("iters",), length_key="iters", overwrite=overwrite,
+              identity={"teacher": str(teacher_dir.resolve())})
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
     sampler = sampler_record(cfg)
@@ -88,8 +92,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
-        shutil.rmtree(final, ignore_errors=True)
-        teacher.save(final, **{**meta, "method": "euler", "sampler": sampler})
+        with atomic_folder(final) as tmp:  # a finished run's generator/ is replaced whole or not at all
+            teacher.save(tmp, **{**meta, "method": "euler", "sampler": sampler})
         print(final)
         return final
     vae = load_vae(vae_dir, dtype=dtype, device=device)
@@ -108,6 +112,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         g = step_generator(cfg.seed, it)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
         metrics = method.step(make_batch(data, idx, null_text, device, i2v=teacher.is_i2v), it, g)
+        run.check_finite(it + 1, **metrics)  # every iteration, before any save
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})
@@ -119,10 +124,9 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
             run.log(it + 1, **drift)
     # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
-    shutil.rmtree(final, ignore_errors=True)
-    with ema_generator(method) as generator:
-        merged(generator).save(final, **{**meta, "method": cfg.method, "sampler": sampler,
-                                         **({"generator": "lora"} if cfg.generator == "lora" else {})})
+    with ema_generator(method) as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
+        merged(generator).save(tmp, **{**meta, "method": cfg.method, "sampler": sampler,
+                                       **({"generator": "lora"} if cfg.generator == "lora" else {})})
     print(final)
     return final
 
