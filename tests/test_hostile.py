@@ -64,7 +64,7 @@ CASES = {  # name: (extra args, setup, what the error line must contain)
     "guidance 1e30": (["--guidance", "1e30"], None, "--guidance must be a finite number"),
     "shift nan": (["--shift", "nan"], None, "--shift must be a finite number"),
     "shift inf": (["--shift", "inf"], None, "--shift must be a finite number"),
-    "eta nan": (["--eta", "nan"], None, "--eta must be a finite number"),
+    "eta nan": (["--eta", "nan"], None, "--eta must be in [0, 1], got nan"),
     "seed 2**70": (["--seed", str(2 ** 70)], None, "--seed must be in"),
     "seed negative": (["--seed", "-1"], None, "--seed must be in"),
     "frames 4096": (["--frames", "4096"], None, "--frames 4096 is too long"),
@@ -372,3 +372,33 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     with atomic.atomic_file(target, suffix=".mp4") as tmp:
         tmp.write_bytes(b"new")
     assert not stale.exists() and live.exists() and target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero", "garbage", "missing optimizer", "missing config"])
+def test_damaged_run_folder_is_a_clean_error_on_resume(tmp_path, damage):
+    from magicdistill.train.run import Run
+
+    out, lin = tmp_path / "run", torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(lin.parameters())
+    lin(torch.ones(1, 4)).sum().backward()
+    opt.step()
+    run = Run(out, _cfg())
+    run.save(1, {"m": lin}, {"m": opt})
+    run.close()
+    weights = out / "checkpoint" / "m.safetensors"
+    if damage == "missing optimizer":
+        (out / "checkpoint" / "optim_m.safetensors").unlink()
+    elif damage == "missing config":
+        (out / "config.json").unlink()
+    else:
+        data = weights.read_bytes()
+        weights.write_bytes({"truncated": data[:-10], "zero": b"", "garbage": os.urandom(300)}[damage])
+    needle = {"truncated": "m.safetensors is truncated", "zero": "m.safetensors is not a valid safetensors",
+              "garbage": "m.safetensors", "missing optimizer": "optim_m.safetensors is missing",
+              "missing config": "config.json is missing"}[damage]
+    with pytest.raises(ValueError, match=needle):
+        run = Run(out, _cfg(), resume=True)
+        try:
+            run.resume({"m": torch.nn.Linear(4, 4)}, {"m": torch.optim.AdamW(torch.nn.Linear(4, 4).parameters())})
+        finally:
+            run.close()

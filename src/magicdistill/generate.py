@@ -80,7 +80,6 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
     check_seed(seed)
     check_device(device)
-    check_finite("--eta", eta, 0.0, 1.0)
     check_out_file(out, inputs={"--image": image})
     if frames_dir is not None:
         check_writable_folder(Path(frames_dir), "--frames-dir")

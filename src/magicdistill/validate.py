@@ -145,7 +145,7 @@ def read_json_file(path: Path) -> object:
         raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-_RECORD_INTS = ("height", "width", "num_frames", "image_tokens", "text_dim", "max_text_tokens", "embed_tokens")
+_RECORD_INTS = ("height", "width", "num_frames", "text_dim", "max_text_tokens", "embed_tokens")
 _SAMPLER_FLOATS = {"guidance": (0.0, MAX_GUIDANCE), "shift": (1e-6, MAX_SHIFT), "eta": (0.0, 1.0)}
 
 
@@ -158,6 +158,9 @@ def check_model_record(record: object, file: Path) -> None:
         v = record.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
             raise ValueError(f"{file}: {key} must be a positive integer, got {v!r}")
+    tokens = record.get("image_tokens")  # 0: a text-to-video model
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0):
+        raise ValueError(f"{file}: image_tokens must be a non-negative integer, got {tokens!r}")
     fps = record.get("fps")
     if fps is not None and (not _is_number(fps) or not 0 < fps <= 240):
         raise ValueError(f"{file}: fps must be a number in (0, 240], got {fps!r}")
