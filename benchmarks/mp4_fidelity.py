@@ -86,7 +86,7 @@ def main() -> None:
         generated.append(tensor_to_frames(video))
     sets = {"generated (4-step default)": generated, "synthetic clips (ground truth)": [c.frames for c in clips]}
     writers = {"old: native yuv420p, threaded": lambda p, f: write_old(p, f, 8.0),
-               "default: upscale + yuv420p, 1 thread": lambda p, f: write_mp4(p, f, 8.0),
+               "default: upscale + yuv420p, deterministic": lambda p, f: write_mp4(p, f, 8.0),
                "lossless (RGB, CRF 0)": lambda p, f: write_mp4(p, f, 8.0, lossless=True)}
     h, w = generated[0].shape[1:3]
     from magicdistill.video import default_upscale
