@@ -285,7 +285,8 @@ def tiny_teacher(tmp_path_factory):
     return write_tiny_teacher(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.mark.parametrize("method", ["lcm", "cfg", "w2s"])
+@pytest.mark.parametrize("method", ["lcm", pytest.param("cfg", marks=pytest.mark.slow),
+                                    pytest.param("w2s", marks=pytest.mark.slow)])  # one loop: lcm shows it
 def test_non_finite_loss_stops_before_any_save(tmp_path, tiny_teacher, monkeypatch, method):
     """checkpoint_every (1) < log_every (5): the divergence at iteration 3 is caught before its checkpoint;
     the checkpoint kept is step 2's and finite, and no generator or sample is written."""
