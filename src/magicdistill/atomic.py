@@ -8,6 +8,7 @@ reports and videos alike.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from contextlib import contextmanager
@@ -23,12 +24,66 @@ def atomic_file(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     (PyAV picks the mp4 muxer from ``.mp4``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    remove_stale_temps(path)
+    tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}.tmp{suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:  # cleanup must never replace the error that got us here (a full disk, a read-only folder)
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _temp_prefix(path: Path) -> str:
+    """A short hidden name for ``path``'s temporary siblings: part of its name (readable) and a hash of all
+    of it (unique), so a long file name still leaves room under the file system's 255-byte name limit."""
+    digest = hashlib.sha1(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f".{path.name[:40]}.{digest}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temporary siblings of ``path`` left by a killed writer (its pid no longer runs)."""
+    path = Path(path)
+    prefix, removed = _temp_prefix(path), []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for p in candidates:
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def recover_folder(path: str | Path) -> None:
+    """Finish or undo an ``atomic_folder`` swap a killed process left half done: a leftover ``.tmp`` is
+    deleted; an ``.old`` without the folder itself is moved back (the kill fell between the two renames);
+    an ``.old`` beside a complete folder is deleted. Call it only while holding the folder's writer lock."""
+    path = Path(path)
+    tmp, old = path.with_name(path.name + ".tmp"), previous_folder(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

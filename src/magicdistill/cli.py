@@ -47,6 +47,9 @@ DATA_OPTION = typer.Option(None, "--data", help="a cache folder of your own clip
                                                 "docs/DATA.md) [default: the synthetic portraits]")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="print the resolved config and exit")
 RESUME_OPTION = typer.Option(False, "--resume", help="continue the run in --out from its checkpoint")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="start afresh in an --out that holds another run or model "
+                                                           "(its checkpoint and metrics are deleted, its model folder "
+                                                           "replaced when the new one is done)")
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
 
 
@@ -59,9 +62,19 @@ def _run_with_config(cls, config: Path | None, dry_run: bool, run, base=None, **
         if dry_run:
             typer.echo(cfg.model_dump_json(indent=1))
             return
+        if getattr(cfg, "device", None):
+            from .validate import check_device
+
+            check_device(cfg.device)
         run(cfg)
     except ValueError as e:
         _fail(str(e))
+    except OSError as e:  # the disk or folder the user pointed at: full, read-only, a name too long
+        _fail(_os_error(e))
+
+
+def _os_error(e: OSError) -> str:
+    return f"cannot write or read {e.filename or 'the output'}: {e.strerror or e}; check --out's folder and free space"
 
 
 @app.command("train-vae")
@@ -133,6 +146,7 @@ def train_cmd(
     data: Path = DATA_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Train a teacher (flow matching) on synthetic portrait videos (or your own: --data)."""
     _quiet()
@@ -142,7 +156,8 @@ def train_cmd(
     def run(cfg):
         from .train.teacher import train_teacher
 
-        train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None)
+        train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None,
+                      overwrite=overwrite)
 
     _run_with_config(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
@@ -192,6 +207,7 @@ def distill_cmd(
                                           "pipeline's default]"),
     width: int = typer.Option(None, help="training clip width [default: as --height]"),
     frames: int = typer.Option(None, help="training clip frames [default: as --height]"),
+    overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
     """Distil the teacher into a few-step generator (MagicDistillation W2S, DMD2, or the Euler baseline)."""
     _quiet()
@@ -202,7 +218,7 @@ def distill_cmd(
         from .distill.trainer import distill
 
         distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir, height=height,
-                width=width, frames=frames)
+                width=width, frames=frames, overwrite=overwrite)
 
     flags = dict(method=method, steps=steps, iters=iters, alpha_weak=alpha_weak, alpha_strong=alpha_strong,
                  lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
@@ -315,14 +331,16 @@ def generate_cmd(
                                         "first frame (docs/PRIOR.md)"),
     index: Path = typer.Option(None, help="without --image: retrieve the first frame from this image index "
                                           "(magicdistill index-images) [default: the shipped synthetic identities]"),
-    steps: int = typer.Option(None, help="sampling steps [default: the model's sampler; 50 for a teacher]"),
+    steps: int = typer.Option(None, help="sampling steps, at most 1000 [default: the model's sampler; 50 for a "
+                                         "teacher]"),
     guidance: float = typer.Option(None, help="CFG scale w in v_u + w (v_c - v_u); 1 = no guidance [default: 6, "
                                               "or the model's]"),
     shift: float = typer.Option(None, help="timestep shift s of the sigma schedule [default: 5]"),
     eta: float = typer.Option(None, help="0 = the Euler ODE; up to 1 = re-noise each step with fresh noise "
                                          "(stochastic Euler) [default: the model's sampler, else 0]"),
     seed: int = typer.Option(0),
-    frames: int = typer.Option(None, help="number of frames [default: the model's]"),
+    frames: int = typer.Option(None, help="number of frames in one window, at most 257 (longer: --seconds) "
+                                          "[default: the model's]"),
     height: int = typer.Option(None, help="frame height in pixels [default: the model folder's record, else its "
                                           "pipeline's default]"),
     width: int = typer.Option(None, help="frame width in pixels [default: as --height]"),
@@ -340,6 +358,11 @@ def generate_cmd(
                                             "(docs/QUANTIZATION.md)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (slow first step; see "
                                                          "docs/BENCHMARKS.md)"),
+    upscale: int = typer.Option(None, help="integer nearest-neighbour upscale of the mp4, 1-8 (keeps a small "
+                                           "video's colours through 4:2:0) [default: short side >= 256 px]"),
+    lossless: bool = typer.Option(False, "--lossless", help="bit-exact RGB H.264 (not upscaled; most browsers do "
+                                                           "not play it)"),
+    frames_dir: Path = typer.Option(None, help="also write the frames as PNG files into this folder"),
 ) -> None:
     """Image(+text)-to-video: write a playable H.264 mp4 whose first frame is the image (without --image: one
     chosen by the text->image prior, saved as OUT.prior.png/.json; docs/PRIOR.md)."""
@@ -353,9 +376,12 @@ def generate_cmd(
         path = generate(prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift, eta=eta,
                         seed=seed, frames=frames, fps=fps, model=model, teacher=teacher, vae=vae, device=device,
                         dtype=dtype, seconds=seconds, overlap=overlap, t2i=t2i, index=index, quantize=quantize,
-                        compile=compile, height=height, width=width)
+                        compile=compile, height=height, width=width, upscale=upscale, lossless=lossless,
+                        frames_dir=frames_dir)
     except ValueError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_os_error(e))
     typer.echo(f"done in {time.time() - t0:.1f} s", err=True)
     typer.echo(str(path))
 
@@ -602,6 +628,6 @@ def main() -> None:
     except click_exc.ClickException as e:
         typer.secho(f"error: {e.format_message()}", err=True, fg=typer.colors.RED)
         sys.exit(e.exit_code or 1)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
+    except KeyboardInterrupt as e:  # a trainer says what it kept (train/run.py closes_runs)
+        typer.secho(f"interrupted: {e}" if str(e) else "interrupted", err=True)
         sys.exit(130)

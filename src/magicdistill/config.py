@@ -13,14 +13,20 @@ from typing import Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .validate import MAX_SEED
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # allow_inf_nan: a NaN/inf field would be written to config.json and model records as invalid JSON
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @classmethod
     def from_json(cls, path: str | Path):
+        from .validate import check_config_file, read_json_file
+
+        check_config_file(Path(path))
         try:
-            return cls.model_validate(json.loads(Path(path).read_text()))
+            return cls.model_validate(read_json_file(Path(path)))
         except ValidationError as e:
             raise ValueError(f"invalid {cls.__name__} in {path}: {_first_error(e)}") from None
 
@@ -54,7 +60,7 @@ class DataConfig(Strict):
     num_frames: int = Field(17, ge=1)
     fps: float = Field(8.0, gt=0)
     general_fraction: float = Field(0.2, ge=0, le=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @classmethod
     def of_model(cls, meta: dict) -> "DataConfig":
@@ -78,7 +84,7 @@ class VAETrainConfig(Strict):
     # latent normalisation: per-channel mean and one "global" std or a std "per_channel" (docs/DECISIONS.md)
     normalisation: Literal["global", "per_channel"] = "global"
     checkpoint_every: int = Field(200, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
 
 
@@ -145,7 +151,7 @@ class TeacherTrainConfig(Strict):
     # CFG scale of the preview samples and of the sampler recorded in the teacher's dit.json; 2 is what the
     # guidance sweep chose for the tiny teachers (checkpoints/tiny/RECORD.md), higher blows out their colours
     guidance: float = Field(2.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
     dtype: DType = "float32"
     vae_dir: str = ""
@@ -213,7 +219,7 @@ class DistillConfig(Strict):
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(50, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
     dtype: DType = "float32"
 

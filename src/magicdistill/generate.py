@@ -17,7 +17,9 @@ from .prior.first_frame import choose_first_frame, plan_prior, save_prior
 from .quant.folder import quantize_pipeline
 from .quant.int8 import check_quantize
 from .torch_compile import check_compile_available, compile_transformer
-from .video import frames_to_tensor, load_image, tensor_to_frames, write_mp4
+from .validate import (MAX_FRAMES, MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS, check_device, check_finite, check_model_folder,
+                       check_out_file, check_prompt, check_seed, check_writable_folder)
+from .video import MAX_UPSCALE, frames_to_tensor, load_image, tensor_to_frames, write_mp4, write_png_frames
 
 
 def valid_frame_count(frames: int, temporal_ratio: int) -> int:
@@ -29,22 +31,24 @@ def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: fl
                fps: float | None, dtype: str, eta: float = 0.0) -> None:
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: describe the video with --prompt")
+    check_prompt(prompt)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must end in .mp4, got {out}")
     if out.exists() and out.is_dir():
         raise ValueError(f"--out {out} is a directory")
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    if guidance < 0:
-        raise ValueError(f"--guidance must be >= 0, got {guidance}")
-    if shift <= 0:
-        raise ValueError(f"--shift must be > 0, got {shift}")
+    if steps > MAX_STEPS:
+        raise ValueError(f"--steps {steps} is more than {MAX_STEPS} (hours of sampling); the teacher needs 50")
+    check_finite("--guidance", guidance, 0.0, MAX_GUIDANCE)
+    check_finite("--shift", shift, 0.0, MAX_SHIFT, lo_open=True)
     if not 0 <= eta <= 1:
         raise ValueError(f"--eta must be in [0, 1], got {eta}")
     if frames is not None and frames <= 0:
         raise ValueError(f"--frames must be > 0, got {frames}")
-    if frames is not None and frames > 4096:
-        raise ValueError(f"--frames {frames} is too long for one window (max 4096)")
+    if frames is not None and frames > MAX_FRAMES:
+        raise ValueError(f"--frames {frames} is too long for one window (max {MAX_FRAMES}); use --seconds for a long "
+                         "video")
     if fps is not None and not (0 < fps <= 240):
         raise ValueError(f"--fps must be in (0, 240], got {fps}")
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -71,16 +75,29 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
              vae: str | Path | None = None, device: str = "cpu", dtype: str = "float32", progress: bool = True,
              seconds: float | None = None, overlap: int | None = None, t2i: str | Path | None = None,
              index: str | Path | None = None, quantize: str | None = None, compile: bool = False,
-             height: int | None = None, width: int | None = None) -> Path:
+             height: int | None = None, width: int | None = None, upscale: int | None = None, lossless: bool = False,
+             frames_dir: str | Path | None = None) -> Path:
     out = Path(out)
     if model and teacher:
         raise ValueError("give either --model DIR or --teacher (the shipped teacher), not both")
+    check_seed(seed)
+    check_device(device)
+    check_out_file(out, inputs={"--image": image})
+    if frames_dir is not None:
+        check_writable_folder(Path(frames_dir), "--frames-dir")
+    if upscale is not None and not 1 <= upscale <= MAX_UPSCALE:
+        raise ValueError(f"--upscale must be an integer in [1, {MAX_UPSCALE}], got {upscale}")
     model_dir = Path(model) if model else default_model(teacher)
+    if model_dir.is_dir():
+        check_model_folder(model_dir)
+        if vae:
+            check_model_folder(Path(vae), "--vae")
     if is_real_folder(model_dir):  # a diffusers Wan / HunyuanVideo folder, or one derived from it
         return _generate_real(model_dir, prompt=prompt, out=out, image=image, steps=steps, guidance=guidance,
                               shift=shift, eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps,
                               device=device, dtype=dtype, progress=progress, seconds=seconds, quantize=quantize,
-                              t2i=t2i, index=index, vae=vae, compile=compile)
+                              t2i=t2i, index=index, vae=vae, compile=compile, upscale=upscale, lossless=lossless,
+                              frames_dir=frames_dir)
     meta = read_record(model_dir)
     steps, guidance, shift, eta = sampler_settings(meta, steps, guidance, shift, eta)
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
@@ -125,14 +142,17 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
                      eta=eta, progress=progress)
         frames_u8 = tensor_to_frames(video[:, :n])
     # 4. write (atomically); the chosen prior goes beside the video only once the video exists
-    path = write_mp4(out, frames_u8, fps or pipe.spec.fps)
+    path = write_mp4(out, frames_u8, fps or pipe.spec.fps, upscale=upscale, lossless=lossless)
+    if frames_dir is not None:
+        write_png_frames(frames_dir, frames_u8)
     if choice is not None:
         save_prior(out, choice)
     return path
 
 
 def _generate_real(model_dir: Path, *, prompt, out, image, steps, guidance, shift, eta, seed, frames, height, width,
-                   fps, device, dtype, progress, seconds, quantize, t2i, index, vae, compile) -> Path:
+                   fps, device, dtype, progress, seconds, quantize, t2i, index, vae, compile, upscale, lossless,
+                   frames_dir) -> Path:
     """generate_real.py's path, after the same argument checks as the tiny default's."""
     from .generate_real import check_real_options, generate_real
 
@@ -145,4 +165,5 @@ def _generate_real(model_dir: Path, *, prompt, out, image, steps, guidance, shif
     check_real_options(folder, image=image, seconds=seconds, quantize=quantize, t2i=t2i, index=index, vae=vae)
     return generate_real(folder, prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift,
                          eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps, device=device,
-                         dtype=dtype, progress=progress, compile=compile)
+                         dtype=dtype, progress=progress, compile=compile, upscale=upscale, lossless=lossless,
+                         frames_dir=frames_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import torch_dtype
 from .models.folder import ModelFolder
-from .video import tensor_to_frames, write_mp4
+from .video import tensor_to_frames, write_mp4, write_png_frames
 
 
 def check_real_options(folder: ModelFolder, *, image, seconds, quantize, t2i, index, vae) -> None:
@@ -45,7 +45,8 @@ def video_size(folder: ModelFolder, height: int | None, width: int | None, frame
 
 def generate_real(folder: ModelFolder, *, prompt: str, out: Path, image, steps: int, guidance: float, shift: float,
                   eta: float, seed: int, frames: int | None, height: int | None, width: int | None, fps: float | None,
-                  device: str, dtype: str, progress: bool, compile: bool = False) -> Path:
+                  device: str, dtype: str, progress: bool, compile: bool = False, upscale: int | None = None,
+                  lossless: bool = False, frames_dir: str | Path | None = None) -> Path:
     from PIL import Image
 
     from .models.families.real import RealPipeline
@@ -66,4 +67,8 @@ def generate_real(folder: ModelFolder, *, prompt: str, out: Path, image, steps: 
         compile_transformer(pipe.dit)
     video = pipe(pil, prompt, height=h, width=w, frames=n, seed=seed, steps=steps, guidance=guidance, shift=shift,
                  eta=eta, progress=progress)
-    return write_mp4(out, tensor_to_frames(video), fps or folder.video.fps)
+    frames_u8 = tensor_to_frames(video)
+    path = write_mp4(out, frames_u8, fps or folder.video.fps, upscale=upscale, lossless=lossless)
+    if frames_dir is not None:
+        write_png_frames(frames_dir, frames_u8)
+    return path

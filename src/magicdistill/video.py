@@ -7,12 +7,14 @@ size. Any size and aspect ratio is accepted.
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_file
+from .atomic import atomic_file, atomic_folder
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -27,7 +29,11 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
-    """Read an image file and apply the resize-to-cover + centre-crop rule -> (H, W, 3) uint8."""
+    """Read an image file and apply the resize-to-cover + centre-crop rule -> (H, W, 3) uint8.
+
+    Normalised first: EXIF orientation applied, 16-bit and 32-bit greyscale scaled to 8 bits (not clipped
+    to white), palette and alpha images composited over white. An image over PIL's decompression-bomb
+    limit is an error, not a multi-gigabyte decode."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -36,12 +42,35 @@ def load_image(path: str | Path, height: int, width: int) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"image path is not a file: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                img = to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"{path} is too large to read safely (over {Image.MAX_IMAGE_PIXELS} pixels); "
+                         "downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__})") from None
     return fit_image(img, height, width)
+
+
+def to_rgb(im):
+    """An opened PIL image as 8-bit RGB the way it is meant to be seen (see ``load_image``)."""
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
 
 
 def fit_image(img, height: int, width: int) -> np.ndarray:
@@ -55,11 +84,34 @@ def fit_image(img, height: int, width: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float, *, crf: int = 12) -> Path:
-    """Write (T, H, W, 3) uint8 frames as H.264 (yuv420p) mp4, atomically.
+# The mp4 is written so that it keeps what the model made and is the same file for the same frames:
+# - integer nearest-neighbour upscale before 4:2:0 encoding: each model pixel becomes a k x k block, so
+#   the halved chroma still has a sample per model pixel (a 64x64 cartoon at native size in yuv420p lost
+#   its saturated edges; docs/BENCHMARKS.md measures it). ``read_video`` undoes the upscale (block mean).
+# - the same bytes for the same frames: x264's macroblock-tree rate control gave different output (up to
+#   ~15 levels, every frame) for identical input, run to run, even on one thread (measured: 2-10 distinct
+#   files in 15-30 encodes; none with mbtree off, which costs a few % of file size at this CRF), and
+#   threaded encoding did too. So: mbtree off, one thread, explicit timestamps.
+UPSCALE_SHORT_SIDE = 256  # the default upscale brings the short side to at least this many pixels
+MAX_UPSCALE = 8
+_TAG = "magicdistill"  # container comment: "magicdistill upscale=K size=WxH"
 
-    Odd sizes are padded by edge replication to even (yuv420p needs it). Written to a temporary
-    name and renamed, so an interrupted write leaves no half-written file at ``path``.
+
+def default_upscale(height: int, width: int) -> int:
+    """The smallest integer factor bringing the short side to ``UPSCALE_SHORT_SIDE`` (1 for real-size video)."""
+    return max(1, min(MAX_UPSCALE, math.ceil(UPSCALE_SHORT_SIDE / max(1, min(height, width)))))
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, *, crf: int = 12, upscale: int | None = None,
+              lossless: bool = False) -> Path:
+    """Write (T, H, W, 3) uint8 frames as an H.264 mp4, atomically and deterministically.
+
+    Default: nearest-neighbour upscale by ``upscale`` (None: ``default_upscale``), yuv420p, CRF ``crf``:
+    plays in every browser. ``lossless``: RGB H.264 at CRF 0 (libx264rgb), bit-exact frames, no upscale by
+    default, but most browsers do not play it. Odd sizes are padded by edge replication to even (4:2:0 needs
+    it); the original size and the upscale are recorded in the file, so ``read_video`` returns the frames at
+    the size they were given. Written to a temporary name and renamed: an interrupted write leaves no
+    half-written file at ``path``.
     """
     import av
     from fractions import Fraction
@@ -67,24 +119,62 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, *, crf: int = 12
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    t, h, w = frames.shape[:3]
+    k = (1 if lossless else default_upscale(h, w)) if upscale is None else int(upscale)
+    if not 1 <= k <= MAX_UPSCALE:
+        raise ValueError(f"--upscale must be an integer in [1, {MAX_UPSCALE}], got {upscale}")
+    if k > 1:
+        frames = frames.repeat(k, axis=1).repeat(k, axis=2)
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    frames = np.ascontiguousarray(frames)
     with atomic_file(path, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        container.metadata["comment"] = f"{_TAG} upscale={k} size={w}x{h}"
+        stream = container.add_stream("libx264rgb" if lossless else "libx264",
+                                      rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+        stream.pix_fmt = "rgb24" if lossless else "yuv420p"
+        stream.options = {"crf": "0" if lossless else str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+        stream.codec_context.thread_count = 1  # deterministic output (see above)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
 
 
-def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode a video file -> ((T, H, W, 3) uint8, fps)."""
+def _recorded_layout(container) -> tuple[int, int, int] | None:
+    """(upscale, width, height) that ``write_mp4`` recorded, or None for any other mp4."""
+    comment = container.metadata.get("comment", "")
+    if not comment.startswith(_TAG + " "):
+        return None
+    try:
+        fields = dict(part.split("=", 1) for part in comment.split()[1:])
+        w, h = (int(v) for v in fields["size"].split("x"))
+        return int(fields["upscale"]), w, h
+    except (KeyError, ValueError):
+        return None
+
+
+def write_png_frames(folder: str | Path, frames: np.ndarray) -> Path:
+    """(T, H, W, 3) uint8 frames as ``folder/frame_00000.png``..., the folder replaced atomically."""
+    from PIL import Image
+
+    with atomic_folder(folder) as tmp:
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(tmp / f"frame_{i:05d}.png")
+    return Path(folder)
+
+
+def read_video(path: str | Path, *, native: bool = True) -> tuple[np.ndarray, float]:
+    """Decode a video file -> ((T, H, W, 3) uint8, fps).
+
+    ``native``: a video written by ``write_mp4`` comes back at the size its frames were given (the
+    upscale undone by a k x k block mean, the padding cropped); False: the pixels as stored."""
     import av
 
     path = Path(path)
@@ -92,6 +182,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
         raise ValueError(f"video not found: {path}")
     try:
         with av.open(str(path)) as container:
+            layout = _recorded_layout(container) if native else None
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 0) or 8.0
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
@@ -99,7 +190,14 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
         raise ValueError(f"cannot decode {path} as a video ({type(e).__name__})") from None
     if not frames:
         raise ValueError(f"{path} holds no video frames")
-    return np.stack(frames), fps
+    video = np.stack(frames)
+    if layout is not None:
+        k, w, h = layout
+        video = video[:, :h * k, :w * k]
+        if k > 1:
+            blocks = video.reshape(video.shape[0], h, k, w, k, 3).astype(np.float32).mean(axis=(2, 4))
+            video = np.round(blocks).astype(np.uint8)
+    return video, fps
 
 
 def contact_sheet(videos: list[np.ndarray], every: int = 2, zoom: int = 2):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -23,10 +22,12 @@ from ..models.dit import VideoDiT
 from ..models.lora import merged
 from ..models.text import TextEmbedding, TextEncoder
 from ..models.vae import load_vae
+from ..atomic import atomic_folder
 from ..models.folder import is_real_folder, read_record, resolve_vae_dir, with_absolute_vae
 from ..pipeline import sample_video
-from ..train.run import Run
+from ..train.run import Run, closes_runs
 from ..train.teacher import latent_set_for, step_generator
+from ..validate import check_model_folder
 from ..video import tensor_to_frames, write_mp4
 from .cached_data import check_teacher_fits, config_for_data, open_cache_for_teacher
 from .cfg_distill import CFGDistillMethod
@@ -72,10 +73,12 @@ def sampler_record(cfg: DistillConfig) -> dict:
     return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
 
 
+@closes_runs
 def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
             cache_dir: str | Path | None = None, height: int | None = None, width: int | None = None,
-            frames: int | None = None) -> Path:
+            frames: int | None = None, overwrite: bool = False) -> Path:
     teacher_dir = Path(teacher_dir)
+    check_model_folder(teacher_dir, "--teacher")
     real = is_real_folder(teacher_dir)  # a Wan / HunyuanVideo diffusers folder (distill/real_teacher.py)
     if real:
         folder, meta = real_teacher_record(teacher_dir, cfg, height=height, width=width, frames=frames)
@@ -101,7 +104,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
                              "Wan / HunyuanVideo teacher is not supported yet (distil on the synthetic clips)")
         cached = open_cache_for_teacher(cfg.data_cache, meta, resolve_vae_dir(teacher_dir))
         cfg = config_for_data(cfg, cached)
-    run = Run(out, cfg, resume=resume, may_change=("iters",))
+    run = Run(out, cfg, resume=resume, may_change=("iters",), length_key="iters", overwrite=overwrite,
+              identity={"teacher": str(teacher_dir.resolve())})
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
     sampler = sampler_record(cfg)
@@ -118,8 +122,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
-        shutil.rmtree(final, ignore_errors=True)
-        teacher.save(final, **{**meta, "method": "euler", "sampler": sampler})
+        with atomic_folder(final) as tmp:  # a finished run's generator/ is replaced whole or not at all
+            teacher.save(tmp, **{**meta, "method": "euler", "sampler": sampler})
         print(final)
         return final
     if not real:
@@ -152,6 +156,7 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         with autocast(cfg, device):  # bf16 under --mixed-precision bf16, else nothing
             metrics = method.step(make_batch(rows, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
                                              has_clips=has_clips), it, g)
+        run.check_finite(it + 1, **metrics)  # every iteration, before any save
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in ("loss_dmd", "loss_fake", "loss_d")})
@@ -164,10 +169,9 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
             run.log(it + 1, **drift)
     # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
-    shutil.rmtree(final, ignore_errors=True)
-    with ema_generator(method) as generator:
-        merged(generator).save(final, **{**meta, "method": cfg.method, "sampler": sampler,
-                                         **({"generator": "lora"} if cfg.generator == "lora" else {})})
+    with ema_generator(method) as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
+        merged(generator).save(tmp, **{**meta, "method": cfg.method, "sampler": sampler,
+                                       **({"generator": "lora"} if cfg.generator == "lora" else {})})
     print(final)
     return final
 

@@ -164,8 +164,14 @@ def _check_finite(file: Path, data: Any, where: str = "") -> None:
 # --- tiny (dit.json) records ------------------------------------------------------------------------
 def read_record(model_dir: str | Path) -> dict:
     """A folder's dit.json as a dict ({} when there is none)."""
+    from ..validate import check_model_record
+
     f = Path(model_dir) / TINY_RECORD
-    return read_json(f) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    record = read_json(f)
+    check_model_record(record, f)  # types and ranges: a one-line error naming the file, not a TypeError later
+    return record
 
 
 def model_sampler(meta: dict) -> dict:

@@ -58,6 +58,16 @@ def save_checkpoint(path: str | Path, *, modules: dict[str, torch.nn.Module] | N
     return path
 
 
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, or a one-line error naming it (missing, truncated, not safetensors)."""
+    from ..validate import check_safetensors
+
+    if not file.is_file():
+        raise ValueError(f"checkpoint file {file} is missing; the checkpoint is incomplete: use a new --out")
+    check_safetensors(file)
+    return load_file(str(file))
+
+
 def has_checkpoint(path: str | Path) -> bool:
     path = Path(path)
     return (path / "meta.json").is_file() or (previous_folder(path) / "meta.json").is_file()
@@ -71,14 +81,16 @@ def load_checkpoint(path: str | Path, *, modules: dict[str, torch.nn.Module] | N
         path = previous_folder(path)  # killed between the two renames of a save: the previous checkpoint
     if not (path / "meta.json").is_file():
         raise ValueError(f"no checkpoint at {path} (missing meta.json)")
-    meta = json.loads((path / "meta.json").read_text())
-    for name, module in (modules or {}).items():
-        file = path / f"{name}.safetensors"
-        if not file.is_file():
-            raise ValueError(f"checkpoint {path} has no '{name}' weights")
-        module.load_state_dict(load_file(str(file)), strict=strict)
-    for name, opt in (optimizers or {}).items():
-        load_optimizer_state(opt, load_file(str(path / f"optim_{name}.safetensors")), meta["optimizers"][name])
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        for name, module in (modules or {}).items():
+            if not (path / f"{name}.safetensors").is_file():
+                raise ValueError(f"checkpoint {path} has no '{name}' weights; use a new --out")
+            module.load_state_dict(_load_tensors(path / f"{name}.safetensors"), strict=strict)
+        for name, opt in (optimizers or {}).items():
+            load_optimizer_state(opt, _load_tensors(path / f"optim_{name}.safetensors"), meta["optimizers"][name])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); use a new --out") from None
     if "rng_torch" in meta:
         torch.set_rng_state(torch.tensor(meta["rng_torch"], dtype=torch.uint8))
     return meta

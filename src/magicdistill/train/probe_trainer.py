@@ -21,7 +21,7 @@ from ..config import DataConfig, Strict
 from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..eval.probe import KINDS, ORDER_HEAD, ProbeConfig, ProbeNetwork, attribute_classes
 from ..video import frames_to_tensor
-from .run import Run, lr_schedule
+from .run import Run, closes_runs, lr_schedule
 
 
 class ProbeTrainConfig(Strict):
@@ -151,6 +151,7 @@ def evaluate_probe(model: ProbeNetwork, pool: torch.Tensor, labels: torch.Tensor
     return result
 
 
+@closes_runs
 def train_probe(cfg: ProbeTrainConfig, out: str, *, resume: bool = False) -> ProbeNetwork:
     torch.manual_seed(cfg.seed)
     run = Run(out, cfg, resume=resume, may_change=("steps",))

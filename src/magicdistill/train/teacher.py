@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_folder
 from ..config import DataConfig, TeacherTrainConfig, torch_dtype
 from ..data.latent_cache import LatentSet, build_latent_set, cache_key, load_latent_set, save_latent_set
 from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
@@ -32,7 +33,7 @@ from ..models.vision import PatchVisionEncoder
 from ..pipeline import TEACHER_SAMPLER, sample_video
 from ..video import tensor_to_frames, write_mp4
 from .ema import EMA
-from .run import Run, lr_schedule
+from .run import Run, closes_runs, lr_schedule
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -142,12 +143,15 @@ def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: Laten
     return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
 
 
-def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, cache_dir: str | None = None) -> VideoDiT:
+@closes_runs
+def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, cache_dir: str | None = None,
+                  overwrite: bool = False) -> VideoDiT:
     if not cfg.vae_dir:
         raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
     torch.manual_seed(cfg.seed)
     cfg = with_cache_format(cfg)
-    run = Run(out, cfg, resume=resume, may_change=("steps", "guidance"))  # guidance: previews and record only
+    run = Run(out, cfg, resume=resume, may_change=("steps", "guidance"),  # guidance: previews and record only
+              length_key="steps", overwrite=overwrite)
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     vae = load_vae(cfg.vae_dir, device=device)
     vae.check_frames(cfg.data.num_frames)
@@ -198,8 +202,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     # 5. the EMA weights are the teacher
     teacher = ema.shadow
     vae_rel = Path(cfg.vae_dir).resolve()
-    teacher.save(run.dir / "teacher", task=cfg.task, vae=str(vae_rel), height=cfg.data.height, width=cfg.data.width,
-                 num_frames=cfg.data.num_frames, fps=cfg.data.fps, max_text_tokens=cfg.dit.max_text_tokens,
-                 sampler={**TEACHER_SAMPLER, "guidance": cfg.guidance})
+    with atomic_folder(run.dir / "teacher") as tmp:  # written beside, then renamed in
+        teacher.save(tmp, task=cfg.task, vae=str(vae_rel), height=cfg.data.height, width=cfg.data.width,
+                     num_frames=cfg.data.num_frames, fps=cfg.data.fps, max_text_tokens=cfg.dit.max_text_tokens,
+                     sampler={**TEACHER_SAMPLER, "guidance": cfg.guidance})
     print(run.dir / "teacher")
     return teacher

@@ -20,7 +20,7 @@ from ..data.synthetic import SyntheticVideoConfig, SyntheticVideos
 from ..models.patch_vae import CausalPatchVAE
 from ..models.vae import VideoVAE, load_vae
 from ..video import frames_to_tensor
-from .run import Run, lr_schedule
+from .run import Run, closes_runs, lr_schedule
 
 
 def vae_batch(pool: torch.Tensor, step: int, cfg: VAETrainConfig) -> torch.Tensor:
@@ -63,6 +63,7 @@ def calibrate(vae: VideoVAE, train: SyntheticVideos, test: SyntheticVideos, n: i
     return torch.cat([psnr(vae.decode(vae.encode(c)), c) for c in video.split(8)]).mean().item()
 
 
+@closes_runs
 def train_vae(cfg: VAETrainConfig, out: str, *, resume: bool = False) -> VideoVAE:
     torch.manual_seed(cfg.seed)
     run = Run(out, cfg, resume=resume)
