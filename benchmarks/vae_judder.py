@@ -12,8 +12,9 @@ shipped VAE as committed at git revision REV, e.g. the previous decoder):
    a different encoder are flagged, their row then mixes two latent spaces). The held-out clips'
    own ratio is beside it.
 
---sheet PNG: a contact sheet of the first generated video decoded by each VAE (one row each,
-every frame; the group boundaries are between columns 0|1, 4|5, 8|9, 12|13).
+--sheet PNG: a contact sheet of the generated video the first VAE judders most on, decoded by each
+VAE (one row each, every frame; the group boundaries are between columns 0|1, 4|5, 8|9, 12|13),
+then one row per VAE of |frame difference| x 4 (bright columns 1, 5, 9, 13 alone = judder).
 
     python benchmarks/vae_judder.py [--vae git:REV,shipped] [--clips 32] [--videos 8] [--sheet out.png]
 """
@@ -124,10 +125,18 @@ def main() -> None:
         r = judder_ratio(d, vae.temporal_ratio)
         print(f"{s:<24}{r:>9.3f}{r / truth:>8.2f}{d[:, ph].mean():>14.2f}{d[:, ~ph].mean():>12.2f}  "
               f"{'the generator’s' if same else 'DIFFERENT encoder: latents not its own'}")
-        sheet.append(tensor_to_frames(videos[0]))
+        sheet.append(np.stack([tensor_to_frames(v) for v in videos]))
+        if len(sheet) == 1:  # the video the first VAE judders most on (largest phase-0 / other ratio)
+            shown = int(np.argmax(d[:, ph].mean(1) / d[:, ~ph].mean(1)))
     if args.sheet:
-        contact_sheet(sheet, every=1, zoom=2).save(args.sheet)
-        print(f"\ncontact sheet ({', '.join(specs)}, one row each): {args.sheet}")
+        frames = [v[shown] for v in sheet]
+        # below the frames: |frame t - frame t-1| x 4 (column t; column 0 black), where a judder is bright
+        # at columns 1, 5, 9, 13 (the group boundaries) and dark between them
+        motion = [np.concatenate([np.zeros_like(f[:1]), np.clip(np.abs(np.diff(f.astype(np.int16), axis=0)) * 4, 0,
+                                                                 255).astype(np.uint8)]) for f in frames]
+        contact_sheet(frames + motion, every=1, zoom=2).save(args.sheet)
+        print(f"\ncontact sheet of generated video {shown}: rows = frames decoded by {', '.join(specs)}, then "
+              f"|frame difference| x 4 for each: {args.sheet}")
 
 
 if __name__ == "__main__":
