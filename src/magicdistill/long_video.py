@@ -8,7 +8,8 @@ The papers give no algorithm for long videos; this is ours, stated exactly:
 2. Window 0 is exactly ``generate`` on the user's image with the user's seed.
 3. Window k + 1 is conditioned on frame D of window k (an I2V model's image prior: VAE latent for
    the channel concat + vision tokens), taken *as the uint8 frame written to the mp4*, so window
-   k + 1 is what ``generate --image <that frame>`` would make. With m > 0, its latent frames 1..m
+   k + 1 is what ``generate --image <that frame>`` would make (with identity "frame"; the default
+   "anchor" pulls that frame toward the user's image first, step 8). With m > 0, its latent frames 1..m
    cover the same pixel frames as window k's last m latents, and are pinned to them: at every
    step their velocity is replaced by (x_t - z_known) / sigma, which keeps them on the path
    x_sigma = (1 - sigma) z_known + sigma eps (the overlap re-noised to the current sigma with the
@@ -28,6 +29,13 @@ The papers give no algorithm for long videos; this is ours, stated exactly:
    Window 0 is left alone (it stays equal to ``generate``); the next prior is the shifted frame.
 7. Each window is decoded on its own (the causal VAE's first latent frame is the single prior
    frame) and kept only as uint8 frames: decode memory is one window's, whatever the length.
+8. Identity (``identity``, default "anchor"): chained windows drift away from the user's subject
+   (each window starts from the last one's output). With "anchor", every window's vision tokens
+   (the multi-modal context) are the user's image's, and window k + 1 starts from
+   (1 - w) * frame D of window k + w * the user's image translated onto that frame (phase
+   correlation; w = ANCHOR_WEIGHT), so what drifted decays by (1 - w) per window instead of adding
+   up; the written video keeps frame D itself. "image": the tokens only; "frame": neither (each
+   window is exactly ``generate --image <frame D>``). Measured in docs/LONG_VIDEO.md ("Identity").
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ DEFAULT_OVERLAP = 0  # latent frames; chosen by measurement (docs/LONG_VIDEO.md 
 # the seam frame the window starts from is pulled toward the user's image (``pull_to_image``)
 IDENTITY_MODES = ("frame", "image", "anchor")
 DEFAULT_IDENTITY = "anchor"
-ANCHOR_WEIGHT = 0.3  # share of the (aligned) user's image in a window's conditioning frame; measured
+ANCHOR_WEIGHT = 0.4  # share of the (aligned) user's image in a window's first frame; measured (docs/LONG_VIDEO.md)
 
 
 def long_video_frames(seconds: float, fps: float, *, frames: int | None = None, overlap: int | None = None) -> int:
