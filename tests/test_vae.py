@@ -211,3 +211,6 @@ def test_decoder_only_finetune_trains_the_decoder_and_freezes_the_encoder(tmp_pa
     assert all(torch.equal(again.model.state_dict()[k], v) for k, v in vae.model.state_dict().items())
     with pytest.raises(ValueError, match="differs"):
         finetune_decoder(cfg.model_copy(update={"temporal_weight": 2.0}), str(tmp_path / "run"), resume=True)
+    with pytest.raises(ValueError, match="--crop must be a multiple of 4"):
+        finetune_decoder(cfg.model_copy(update={"crop": 10}), str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()  # checked before the run folder is made

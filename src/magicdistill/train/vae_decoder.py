@@ -119,6 +119,9 @@ def finetune_decoder(cfg: VAETrainConfig, out: str, *, resume: bool = False, eva
         raise ValueError("--decoder-only needs --init-from, the VAE folder whose encoder is kept")
     if cfg.decoder_context < 1:
         raise ValueError("--decoder-only needs --decoder-context >= 1 (previous latent frames the decoder reads)")
+    if cfg.crop and (cfg.crop % cfg.spatial_ratio or cfg.crop > min(cfg.data.height, cfg.data.width)):
+        raise ValueError(f"--crop must be a multiple of {cfg.spatial_ratio} and at most the frame size "
+                         f"{cfg.data.height}x{cfg.data.width}, got {cfg.crop}")
     torch.manual_seed(cfg.seed)
     run = Run(out, cfg, resume=resume)
     vae = decoder_from(load_vae(cfg.init_from), cfg.decoder_context).to(cfg.device)
