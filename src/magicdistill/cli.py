@@ -68,7 +68,7 @@ def train_vae_cmd(
     init_from: Path = typer.Option(None, help="with --decoder-only: the VAE folder to start from"),
     decoder_context: int = typer.Option(3, help="with --decoder-only: previous latent frames the decoder reads"),
     temporal_weight: float = typer.Option(1.0, help="with --decoder-only: weight of the frame-difference loss"),
-    lr: float = typer.Option(None, help="learning rate [default: 2e-3; with --decoder-only 5e-4]"),
+    lr: float = typer.Option(None, help="learning rate [default: 2e-3; with --decoder-only 1e-4]"),
     crop: int = typer.Option(0, help="with --decoder-only: train on random CROP x CROP windows (0: whole frames)"),
     pool_clips: int = typer.Option(512, help="training clips rendered once; batches are drawn from them"),
     resume: bool = RESUME_OPTION,
@@ -86,7 +86,7 @@ def train_vae_cmd(
         if init_from is None or not (init_from / "config.json").is_file():
             _fail(f"--decoder-only needs --init-from, a VAE folder with config.json (got {init_from})")
         flags.update(decoder_only=True, init_from=str(init_from.resolve()), decoder_context=decoder_context,
-                     temporal_weight=temporal_weight, lr=5e-4 if lr is None else lr, crop=crop)
+                     temporal_weight=temporal_weight, lr=1e-4 if lr is None else lr, crop=crop)
         _run_with_config(VAETrainConfig, None, False, lambda cfg: finetune_decoder(cfg, str(out), resume=resume),
                          **flags)
         return

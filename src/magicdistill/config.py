@@ -84,7 +84,8 @@ class VAETrainConfig(Strict):
     init_from: str | None = None
     decoder_context: int = Field(0, ge=0)
     temporal_weight: float = Field(0.0, ge=0)
-    crop: int = Field(0, ge=0)  # --decoder-only: train on random crop x crop windows (0: whole frames); the decoder is convolutional
+    # --decoder-only: train on random crop x crop windows (0: whole frames); the decoder is convolutional
+    crop: int = Field(0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     seed: int = 0
     device: str = "cpu"
