@@ -18,8 +18,12 @@ seed i) per overlap m, measured on the uint8 frames:
 - FVD (probe features, magicdistill.eval) of 9-frame clips straddling a seam vs 9-frame clips
   inside a window, each against held-out synthetic clips, when the probe is available.
 
-    python benchmarks/long_video.py [--part speed|seams|all] [--repeats 3] [--videos 3] [--overlaps 0,1,2]
-                                    [--anchor on,off] [--seconds 60]
+Part "drift" (not in "all"): does a long video keep its subject, per identity mode (``drift``'s
+docstring): FVD of the video's clips / FVD of single windows, identity similarity to the first
+frame per window, seam flicker.
+
+    python benchmarks/long_video.py [--part speed|seams|drift|all] [--repeats 3] [--videos 3] [--overlaps 0,1,2]
+                                    [--anchor on,off] [--seconds 60] [--identity frame,image]
 """
 
 from __future__ import annotations
@@ -203,6 +207,80 @@ def seams(videos: int, overlaps: list[int], seconds: float, anchors: list[bool])
         print("\nFVD of clips straddling a seam: awaits a shipped probe (magicdistill.eval.probe.load_probe)")
 
 
+def drift(videos: int, seconds: float, identities: list[str], every: int) -> None:
+    """Does a long video keep its subject? Per identity mode (long_video.IDENTITY_MODES), --videos
+    held-out portraits (seed = index), 9-frame probe clips at frames 0 and 8 of each window:
+    - FVD vs 96 held-out clips of the single-window clips (window 0 = what ``generate`` makes) and of
+      as many clips from the rest of the video (video i's windows spread evenly over it): their ratio
+      is the "minute / single window" FVD ratio; also FVD of the last windows' clips alone;
+    - identity: cosine similarity of probe frame features to the first frame's, and the share of the
+      probe's identity attributes (skin, hair, face shape, ...) that match the first frame's, per window;
+    - seams: flicker at seams / at same-phase transitions inside windows."""
+    import torch
+
+    from magicdistill.eval.frechet import frechet_from_features
+    from magicdistill.eval.probe import IDENTITY_FIELDS
+    from magicdistill.long_video import WindowPlan, long_video_frames, sample_long_video
+    from magicdistill.video import frames_to_tensor
+
+    pipe, sampler = _setup()
+    n = long_video_frames(seconds, pipe.spec.fps)
+    plan = WindowPlan(n, pipe.spec.num_frames, pipe.vae.temporal_ratio, 0)
+    probe = _probe()
+    ref = _reference_features(probe, 96)
+    starts = [0] + plan.seams()
+    full = [k for k, s in enumerate(starts) if s + 2 * CLIP - 2 < n]  # windows with both clips
+    print(f"{videos} videos of {seconds:g} s ({n} frames, {plan.num_windows} windows); held-out portraits, seed = video "
+          f"index; overlap 0, colour anchor on")
+    for mode in identities:
+        t = time.perf_counter()
+        by_window = {k: [] for k in full}
+        cos, agree, seam, phase = {k: [] for k in full}, {k: [] for k in full}, [], []
+        for i, (first, caption) in enumerate(inputs(videos)):
+            image = frames_to_tensor(first[None])[:, 0][None]
+            name, _, weight = mode.partition(":")  # "anchor:0.5" = identity "anchor" with that weight
+            extra = {"anchor_weight": float(weight)} if weight else {}
+            f = sample_long_video(pipe, image, caption, num_frames=n, seed=i, identity=name, progress=False, **sampler,
+                                  **extra)
+            for k in full:
+                by_window[k].append([f[starts[k]:starts[k] + CLIP], f[starts[k] + CLIP - 1:starts[k] + 2 * CLIP - 1]])
+            with torch.no_grad():
+                video = frames_to_tensor(f)[None]
+                feats = torch.nn.functional.normalize(probe.frame_features(video), dim=-1)
+                _, heads = probe(video)
+            sim = (feats @ feats[0]).numpy()
+            attrs = np.stack([heads[name].argmax(-1).numpy() for name in IDENTITY_FIELDS], axis=1)
+            same = (attrs == attrs[0]).mean(1)
+            for k in full:
+                cos[k].append(sim[starts[k]:starts[k] + plan.stride + 1].mean())
+                agree[k].append(same[starts[k]:starts[k] + plan.stride + 1].mean())
+            d = flicker(f)
+            for t_ in range(len(d)):
+                start = max(s for s in starts if s <= t_)
+                if t_ in starts[1:]:
+                    seam.append(d[t_])
+                elif (t_ - start) % pipe.vae.temporal_ratio == 0:
+                    phase.append(d[t_])
+        took = time.perf_counter() - t
+        later = full[1:]
+        spread = [c for i in range(videos) for c in by_window[later[(i * len(later)) // videos]][i]]
+        single = [c for i in range(videos) for c in by_window[0][i]]
+        tail = later[-max(1, len(later) // 4):]
+        last = [c for i in range(videos) for c in by_window[tail[i % len(tail)]][i]]
+        fd = {name: frechet_from_features(_clip_features(probe, clips), ref)
+              for name, clips in (("single", single), ("spread", spread), ("last", last))}
+        print(f"\nidentity = {mode} ({took / videos:.1f} s per video)")
+        print(f"  FVD(probe) vs {len(ref)} held-out clips, {len(single)} clips each: single windows (window 0) "
+              f"{fd['single']:.1f} | windows 1..{full[-1]} spread {fd['spread']:.1f} (x{fd['spread'] / fd['single']:.2f})"
+              f" | last quarter (windows {tail[0]}..{tail[-1]}) {fd['last']:.1f} (x{fd['last'] / fd['single']:.2f})")
+        print(f"  flicker at seams {np.mean(seam):.2f} (n={len(seam)}) | same-phase inside windows {np.mean(phase):.2f} | "
+              f"ratio {np.mean(seam) / np.mean(phase):.2f}")
+        shown = sorted({0, 1, 2, *full[::every], full[-1]})
+        print("  identity       " + "".join(f"{'w' + str(k):>7}" for k in shown))
+        print("    probe cos    " + "".join(f"{np.mean(cos[k]):7.3f}" for k in shown))
+        print("    attributes   " + "".join(f"{np.mean(agree[k]):7.3f}" for k in shown))
+
+
 def print_drift(per_window: list[list[dict]]) -> None:
     """Per window index (mean over videos): |mean colour - window 0's| (0-255, mean over RGB),
     saturation, motion (mean frame difference), sharpness (mean |Laplacian|)."""
@@ -244,7 +322,9 @@ def _reference_features(probe, n: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("speed", "seams", "all"), default="all")
+    ap.add_argument("--part", choices=("speed", "seams", "drift", "all"), default="all")
+    ap.add_argument("--identity", default="frame,image", help="drift part: identity modes to compare (long_video.py; anchor:W = anchor with weight W)")
+    ap.add_argument("--every", type=int, default=5, help="drift part: show every k-th window's identity")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--overlaps", default=None, help="comma-separated overlaps m [seams: 0,1,2; speed: the default]")
@@ -262,6 +342,8 @@ def main() -> None:
         return worker(args.worker, int(args.overlaps or DEFAULT_OVERLAP), args.seed)
     if args.part in ("speed", "all"):
         speed(args.repeats, int((args.overlaps or str(DEFAULT_OVERLAP)).split(",")[0]))
+    if args.part == "drift":
+        return drift(args.videos, args.seconds, args.identity.split(","), args.every)
     if args.part in ("seams", "all"):
         seams(args.videos, [int(m) for m in (args.overlaps or "0,1,2").split(",")], args.seconds,
               [a == "on" for a in args.anchor.split(",")])

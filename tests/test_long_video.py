@@ -10,8 +10,9 @@ import torch
 
 from magicdistill.flow import add_noise, sigma_schedule
 from magicdistill.generate import generate
-from magicdistill.long_video import (MAX_SECONDS, WindowPlan, anchor_colour, long_video_frames, pin_latents,
-                                     sample_long_video, window_generator)
+from magicdistill.long_video import (ANCHOR_WEIGHT, MAX_SECONDS, WindowPlan, anchor_colour, image_shift,
+                                     long_video_frames, pin_latents, pull_to_image, sample_long_video, shift_image,
+                                     window_generator)
 from magicdistill.models.dit import Condition
 from magicdistill.pipeline import SHIPPED_DIR, I2VPipeline, sample_video
 from magicdistill.sampling import consistency_sample, euler_sample
@@ -115,16 +116,58 @@ def test_same_seed_same_video_different_seed_different(pipe, image, video33):
     assert np.abs(video33[17:20].astype(int) - other[17:]).mean() > 0.5  # the second window differs too
 
 
-def test_window_0_is_generate_and_window_1_is_generate_on_the_seam_frame(pipe, image, video33):
+def test_window_0_is_generate_and_window_1_is_generate_on_the_anchored_seam_frame(pipe, image, video33):
     single = tensor_to_frames(pipe(image, PROMPT, seed=5, **STEPS))
     assert np.array_equal(video33[:17], single)  # window 0 kept whole (stride 16)
-    # window 1 = an ordinary window whose image is output frame 16 exactly, with window 1's noise,
-    # colour-anchored to that frame
-    seam = frames_to_tensor(video33[16][None])[:, 0][None]
+    # window 1 (identity "anchor", the default) = an ordinary window with window 1's noise whose first
+    # frame is output frame 16 pulled toward the user's image, whose vision tokens are the user's
+    # image's, colour-anchored to output frame 16
+    original = tensor_to_frames(image[0][:, None])[0]
+    start = frames_to_tensor(pull_to_image(video33[16], original, ANCHOR_WEIGHT)[None])[:, 0][None]
+    text = pipe.text_encoder([PROMPT])
+    w1 = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, start, num_frames=17, generator=window_generator(5, 1),
+                      identity=image, **STEPS)
+    assert np.array_equal(video33[17:33], anchor_colour(tensor_to_frames(w1[0]), video33[16], 4)[1:])
+
+
+def test_identity_frame_is_generate_on_the_seam_frame(pipe, image):
+    video = sample_long_video(pipe, image, PROMPT, num_frames=33, seed=5, identity="frame", progress=False, **STEPS)
+    seam = frames_to_tensor(video[16][None])[:, 0][None]
     text = pipe.text_encoder([PROMPT])
     w1 = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, seam, num_frames=17, generator=window_generator(5, 1),
                       **STEPS)
-    assert np.array_equal(video33[17:33], anchor_colour(tensor_to_frames(w1[0]), video33[16], 4)[1:])
+    assert np.array_equal(video[17:33], anchor_colour(tensor_to_frames(w1[0]), video[16], 4)[1:])
+
+
+def test_every_window_is_conditioned_on_the_users_image_tokens_and_pulled_toward_it(pipe, image, monkeypatch):
+    seen, latents, conditions, encode = [], [], pipe.dit.conditions, pipe.vae.encode
+    monkeypatch.setattr(pipe.dit, "conditions", lambda text, null, img, lat: seen.append(img.clone()) or
+                        conditions(text, null, img, lat))
+    monkeypatch.setattr(pipe.vae, "encode", lambda x: latents.append(x.clone()) or encode(x))
+    frames = sample_long_video(pipe, image, PROMPT, num_frames=49, seed=2, progress=False, **STEPS)
+    assert len(seen) == 3  # three windows, each tokenised from the user's image
+    for img in seen:
+        torch.testing.assert_close(img, image, atol=0, rtol=0)
+    # each later window starts from its seam frame pulled ANCHOR_WEIGHT of the way to the (aligned) user's
+    # image: closer to the user's image than the written seam frame is
+    original = tensor_to_frames(image[0][:, None])[0].astype(np.float32)
+    for k, seam in enumerate([16, 32], start=1):
+        start = tensor_to_frames(latents[k][0])[0].astype(np.float32)
+        written = frames[seam].astype(np.float32)
+        assert np.abs(start - original).mean() < np.abs(written - original).mean() - 0.5
+        assert np.abs(start - written).mean() > 0.5
+
+
+def test_pull_to_image_aligns_the_users_image_before_blending():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    img[8:20, 10:22] = 255  # a bright "face" to find
+    moved = shift_image(img, 2, -3)
+    assert image_shift(img, moved) == (2, -3)
+    assert np.array_equal(pull_to_image(moved, img, 0.5)[4:-4, 4:-4], moved[4:-4, 4:-4])  # aligned: no ghost
+    assert np.array_equal(pull_to_image(moved, img, 0.0), moved)
+    with pytest.raises(ValueError, match="identity"):
+        sample_long_video(None, None, PROMPT, num_frames=5, identity="face", **STEPS)
 
 
 def test_colour_anchor_removes_a_constant_shift_after_frame_0_and_nothing_else():
@@ -152,9 +195,11 @@ def test_each_window_is_decoded_alone_and_the_overlap_is_the_previous_windows_ta
     for prev, nxt in zip(decoded, decoded[1:]):
         torch.testing.assert_close(nxt[:, :, 1], prev[:, :, 4], atol=1e-4, rtol=0)  # pinned overlap
         assert (nxt[:, :, 2:] - prev[:, :, 4:5]).abs().mean() > 1e-2  # the rest is new
-    # window k+1's image latent is the encoding of the written frame at the seam (stride 12)
+    # window k+1's image latent is the encoding of the written frame at the seam (stride 12), pulled
+    # toward the user's image (identity "anchor", the default)
+    original = tensor_to_frames(image[0][:, None])[0]
     for k, seam in enumerate([12, 24], start=1):
-        z = pipe.vae.encode(frames_to_tensor(frames[seam][None])[None])
+        z = pipe.vae.encode(frames_to_tensor(pull_to_image(frames[seam], original)[None])[None])
         torch.testing.assert_close(decoded[k][:, :, :1], z, atol=1e-5, rtol=0)
 
 

@@ -86,6 +86,14 @@ def train_vae_cmd(
     latent_channels: int = typer.Option(16, help="latent channels (a teacher on this VAE needs the same dit.latent_channels)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    decoder_only: bool = typer.Option(False, "--decoder-only", help="fine-tune only the decoder of --init-from "
+                                      "(its encoder and latent space kept: teachers trained on it stay valid)"),
+    init_from: Path = typer.Option(None, help="with --decoder-only: the VAE folder to start from"),
+    decoder_context: int = typer.Option(3, help="with --decoder-only: previous latent frames the decoder reads"),
+    temporal_weight: float = typer.Option(1.0, help="with --decoder-only: weight of the frame-difference loss"),
+    lr: float = typer.Option(None, help="learning rate [default: 2e-3; with --decoder-only 1e-4]"),
+    crop: int = typer.Option(0, help="with --decoder-only: train on random CROP x CROP windows (0: whole frames)"),
+    pool_clips: int = typer.Option(512, help="training clips rendered once; batches are drawn from them"),
     resume: bool = RESUME_OPTION,
 ) -> None:
     """Train the embedded default's causal video VAE on synthetic portrait clips."""
@@ -93,9 +101,21 @@ def train_vae_cmd(
     from .config import VAETrainConfig
     from .train.vae_trainer import train_vae
 
-    _run_with_config(VAETrainConfig, None, False, lambda cfg: train_vae(cfg, str(out), resume=resume), steps=steps,
-                     batch_size=batch_size, seed=seed, device=device, normalisation=normalisation,
-                     latent_channels=latent_channels)
+    flags = dict(steps=steps, batch_size=batch_size, seed=seed, device=device, normalisation=normalisation,
+                 latent_channels=latent_channels, pool_clips=pool_clips)
+    if decoder_only:
+        from .train.vae_decoder import finetune_decoder
+
+        if init_from is None or not (init_from / "config.json").is_file():
+            _fail(f"--decoder-only needs --init-from, a VAE folder with config.json (got {init_from})")
+        flags.update(decoder_only=True, init_from=str(init_from.resolve()), decoder_context=decoder_context,
+                     temporal_weight=temporal_weight, lr=1e-4 if lr is None else lr, crop=crop)
+        _run_with_config(VAETrainConfig, None, False, lambda cfg: finetune_decoder(cfg, str(out), resume=resume),
+                         **flags)
+        return
+    if lr is not None:
+        flags["lr"] = lr
+    _run_with_config(VAETrainConfig, None, False, lambda cfg: train_vae(cfg, str(out), resume=resume), **flags)
 
 
 @app.command("calibrate-vae")

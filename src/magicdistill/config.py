@@ -83,6 +83,15 @@ class VAETrainConfig(Strict):
     kl_weight: float = Field(1e-6, ge=0)
     # latent normalisation: per-channel mean and one "global" std or a std "per_channel" (docs/DECISIONS.md)
     normalisation: Literal["global", "per_channel"] = "global"
+    # --decoder-only: fine-tune the decoder of the VAE at init_from (its encoder, hence its latent space
+    # and normalisation, frozen and copied), with decoder_context previous latent frames (models/patch_vae.py)
+    # and temporal_weight x (frame-difference L1 + the same at group boundaries) added to the loss
+    decoder_only: bool = False
+    init_from: str | None = None
+    decoder_context: int = Field(0, ge=0)
+    temporal_weight: float = Field(0.0, ge=0)
+    # --decoder-only: train on random crop x crop windows (0: whole frames); the decoder is convolutional
+    crop: int = Field(0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"

@@ -8,7 +8,8 @@ The papers give no algorithm for long videos; this is ours, stated exactly:
 2. Window 0 is exactly ``generate`` on the user's image with the user's seed.
 3. Window k + 1 is conditioned on frame D of window k (an I2V model's image prior: VAE latent for
    the channel concat + vision tokens), taken *as the uint8 frame written to the mp4*, so window
-   k + 1 is what ``generate --image <that frame>`` would make. With m > 0, its latent frames 1..m
+   k + 1 is what ``generate --image <that frame>`` would make (with identity "frame"; the default
+   "anchor" pulls that frame toward the user's image first, step 8). With m > 0, its latent frames 1..m
    cover the same pixel frames as window k's last m latents, and are pinned to them: at every
    step their velocity is replaced by (x_t - z_known) / sigma, which keeps them on the path
    x_sigma = (1 - sigma) z_known + sigma eps (the overlap re-noised to the current sigma with the
@@ -28,6 +29,13 @@ The papers give no algorithm for long videos; this is ours, stated exactly:
    Window 0 is left alone (it stays equal to ``generate``); the next prior is the shifted frame.
 7. Each window is decoded on its own (the causal VAE's first latent frame is the single prior
    frame) and kept only as uint8 frames: decode memory is one window's, whatever the length.
+8. Identity (``identity``, default "anchor"): chained windows drift away from the user's subject
+   (each window starts from the last one's output). With "anchor", every window's vision tokens
+   (the multi-modal context) are the user's image's, and window k + 1 starts from
+   (1 - w) * frame D of window k + w * the user's image translated onto that frame (phase
+   correlation; w = ANCHOR_WEIGHT), so what drifted decays by (1 - w) per window instead of adding
+   up; the written video keeps frame D itself. "image": the tokens only; "frame": neither (each
+   window is exactly ``generate --image <frame D>``). Measured in docs/LONG_VIDEO.md ("Identity").
 """
 
 from __future__ import annotations
@@ -46,6 +54,13 @@ from .video import frames_to_tensor, tensor_to_frames
 MAX_SECONDS = 600.0  # 10 minutes: beyond it a typo (--seconds 6000) is likelier than a wish
 MAX_FRAMES = 14_400  # 10 minutes at 24 fps: bounds the uint8 frames held before the mp4 is written
 DEFAULT_OVERLAP = 0  # latent frames; chosen by measurement (docs/LONG_VIDEO.md "Choosing the overlap")
+# What ties windows k >= 1 to the user's image (module docstring, step 8; docs/LONG_VIDEO.md "Identity"):
+# "frame": nothing (each window's vision tokens are its seam frame's); "image": the user's image's
+# vision tokens in every window (the multi-modal context shows the original face); "anchor": that, and
+# the seam frame the window starts from is pulled toward the user's image (``pull_to_image``)
+IDENTITY_MODES = ("frame", "image", "anchor")
+DEFAULT_IDENTITY = "anchor"
+ANCHOR_WEIGHT = 0.4  # share of the (aligned) user's image in a window's first frame; measured (docs/LONG_VIDEO.md)
 
 
 def long_video_frames(seconds: float, fps: float, *, frames: int | None = None, overlap: int | None = None) -> int:
@@ -116,6 +131,37 @@ def anchor_colour(frames: np.ndarray, prior: np.ndarray, group: int) -> np.ndarr
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def image_shift(image: np.ndarray, frame: np.ndarray, limit: int = 8) -> tuple[int, int]:
+    """(dy, dx), |.| <= limit: the integer translation that best moves ``image`` onto ``frame`` (both
+    (H, W, 3) uint8), by phase correlation of their grey levels (a swaying or nodding head moves)."""
+    a, b = (x.astype(np.float32).mean(-1) for x in (image, frame))
+    spec = np.fft.fft2(b - b.mean()) * np.conj(np.fft.fft2(a - a.mean()))
+    corr = np.fft.ifft2(spec / np.maximum(np.abs(spec), 1e-6)).real
+    h, w = corr.shape
+    dy, dx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    dy, dx = (dy + h // 2) % h - h // 2, (dx + w // 2) % w - w // 2  # wrap to signed shifts
+    corr[(np.abs(dy) > limit) | (np.abs(dx) > limit)] = -np.inf
+    i = np.unravel_index(np.argmax(corr), corr.shape)
+    return int(dy[i]), int(dx[i])
+
+
+def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """(H, W, 3) translated by (dy, dx), the uncovered border filled with the nearest edge pixels."""
+    h, w = image.shape[:2]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return image[rows][:, cols]
+
+
+def pull_to_image(frame: np.ndarray, image: np.ndarray, weight: float = ANCHOR_WEIGHT) -> np.ndarray:
+    """The conditioning frame of the next window (identity "anchor", module docstring step 8):
+    (1 - weight) * seam frame + weight * the user's image translated onto it. Each window thus starts
+    a little closer to the original face; what drifted decays by (1 - weight) per window instead of
+    adding up. The written video keeps the seam frame itself."""
+    moved = shift_image(image, *image_shift(image, frame))
+    return np.clip(np.rint((1 - weight) * frame.astype(np.float32) + weight * moved), 0, 255).astype(np.uint8)
+
+
 def pin_latents(known: torch.Tensor, start: int):
     """-> wrap_model for sample_video: latent frames [start, start + m) of the sample follow
     x_sigma = (1 - sigma) known + sigma eps and end at ``known`` (module docstring, step 3).
@@ -139,22 +185,27 @@ def pin_latents(known: torch.Tensor, start: int):
 @torch.no_grad()
 def sample_long_video(pipe: I2VPipeline, image: torch.Tensor, prompt: str, *, num_frames: int, seed: int = 0,
                       steps: int, guidance: float, shift: float, eta: float | None = None,
-                      overlap: int = DEFAULT_OVERLAP, colour_anchor: bool = True, progress: bool = True) -> np.ndarray:
+                      overlap: int = DEFAULT_OVERLAP, colour_anchor: bool = True, identity: str = DEFAULT_IDENTITY,
+                      anchor_weight: float = ANCHOR_WEIGHT, progress: bool = True) -> np.ndarray:
     """image (1, 3, H, W) in [-1, 1] -> (num_frames, H, W, 3) uint8 frames, by the sliding window."""
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: describe the video")
+    if identity not in IDENTITY_MODES:
+        raise ValueError(f"identity must be one of {', '.join(IDENTITY_MODES)}, got {identity!r}")
     plan = WindowPlan(num_frames, pipe.spec.num_frames, pipe.vae.temporal_ratio, overlap)
     rec = model_sampler(getattr(pipe.dit, "meta", {}))
     kind, eta = rec["kind"], rec["eta"] if eta is None else eta
     text = pipe.text_encoder([prompt])  # once: every window has the same prompt
     latent_frames = pipe.vae.latent_frames(plan.window_frames)
     chunks, prior, previous = [], image, None
+    original = tensor_to_frames(image[0][:, None])[0]  # the user's image as uint8 (H, W, 3)
     for k in tqdm(range(plan.num_windows), desc="windows", unit="window", disable=not progress):
         wrap = pin_latents(previous[:, :, latent_frames - overlap:], 1) if previous is not None and overlap else None
         # 1. denoise one native-length window on the prior (+ the pinned overlap)
         latents = sample_video(pipe.dit, pipe.vae, text, pipe.null_text, prior, num_frames=plan.window_frames,
                                generator=window_generator(seed, k), steps=steps, guidance=guidance, shift=shift,
-                               decode=False, sampler=kind, eta=eta, wrap_model=wrap)
+                               decode=False, sampler=kind, eta=eta, wrap_model=wrap,
+                               identity=image if identity != "frame" else None)
         # 2. decode this window alone and keep uint8 frames only
         frames = tensor_to_frames(pipe.vae.decode(latents)[0])
         if k > 0 and colour_anchor:
@@ -162,6 +213,7 @@ def sample_long_video(pipe: I2VPipeline, image: torch.Tensor, prompt: str, *, nu
         chunks.append(frames[plan.kept(k)])
         # 3. the next window starts on frame `stride` exactly as written to the mp4
         prior_frame = frames[plan.stride]
-        prior = frames_to_tensor(prior_frame[None])[:, 0][None]
+        start = pull_to_image(prior_frame, original, anchor_weight) if identity == "anchor" else prior_frame
+        prior = frames_to_tensor(start[None])[:, 0][None]
         previous = latents
     return np.concatenate(chunks)[:num_frames]

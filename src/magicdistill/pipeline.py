@@ -32,9 +32,12 @@ class VideoSpec:
 
 
 def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: TextEmbedding,
-               image: torch.Tensor | None) -> tuple[Condition, Condition, torch.Tensor | None]:
+               image: torch.Tensor | None, identity: torch.Tensor | None = None
+               ) -> tuple[Condition, Condition, torch.Tensor | None]:
     """(cond, uncond, image_latent). The unconditional branch drops the text only: the image stays
-    (it *is* the first frame), so CFG amplifies what the prompt says about motion and content."""
+    (it *is* the first frame), so CFG amplifies what the prompt says about motion and content.
+    ``identity`` (B, 3, H, W): the image whose vision tokens are the multi-modal context, if not
+    ``image`` (long_video.py: the user's image in every window while the latent is the seam frame's)."""
     device = image.device if image is not None else text.tokens.device
     image_latent = None
     if dit.is_i2v:
@@ -43,7 +46,8 @@ def conditions(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: Tex
         image_latent = vae.encode(image[:, :, None])  # a 1-frame clip: the causal VAE's first latent
     null = TextEmbedding(null_text.tokens.expand(len(text.tokens), -1, -1), null_text.mask.expand(len(text.mask), -1),
                          null_text.pooled.expand(len(text.pooled), -1)).to(device)
-    cond, uncond = dit.conditions(text.to(device), null, image, image_latent)
+    tokens_from = image if identity is None else identity.to(device)  # dit.conditions reads it for tokens only
+    cond, uncond = dit.conditions(text.to(device), null, tokens_from, image_latent)
     return cond, uncond, image_latent
 
 
@@ -52,12 +56,14 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
                  image: torch.Tensor | None, *, num_frames: int, generator: torch.Generator, steps: int = 50,
                  guidance: float = 6.0, shift: float = 5.0, sigmas: torch.Tensor | None = None,
                  progress: bool = False, decode: bool = True, size: tuple[int, int] | None = None,
-                 sampler: str = "euler", eta: float = 0.0, wrap_model=None) -> torch.Tensor:
+                 sampler: str = "euler", eta: float = 0.0, wrap_model=None,
+                 identity: torch.Tensor | None = None) -> torch.Tensor:
     """-> video (B, 3, T, H, W) in [-1, 1] (or latents when ``decode`` is False).
 
     ``eta`` > 0 makes the Euler sampler stochastic (sampling.euler_sample), its fresh noise from ``generator``.
     The frame size is the image's; a text-to-video model (no image) needs ``size=(H, W)``.
-    ``wrap_model(velocity_fn) -> velocity_fn`` constrains the sampling (long_video.py's overlap)."""
+    ``wrap_model(velocity_fn) -> velocity_fn`` constrains the sampling (long_video.py's overlap);
+    ``identity``: an image for the vision tokens other than the first frame (``conditions``)."""
     b = text.tokens.shape[0]
     device = next(dit.parameters()).device
     if image is None and size is None:
@@ -69,7 +75,8 @@ def sample_video(dit: VideoDiT, vae: VideoVAE, text: TextEmbedding, null_text: T
         raise ValueError(f"frame size {h}x{w} must be a multiple of {vae.spatial_ratio * patch}")
     shape = (b, dit.latent_channels, vae.latent_frames(num_frames), h // vae.spatial_ratio, w // vae.spatial_ratio)
     # 1-2. conditions, computed once for all steps
-    cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None)
+    cond, uncond, image_latent = conditions(dit, vae, text, null_text, image.to(device) if image is not None else None,
+                                            identity)
     # 3. denoise; noise drawn on CPU from the caller's generator so results do not depend on device
     noise = torch.randn(shape, generator=generator).to(device)
     model = dit

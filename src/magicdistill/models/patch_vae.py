@@ -14,6 +14,18 @@ Causality: the encoder mixes space only within a latent frame; the decoder adds 
 temporal conv (kernel 2 over latent frames), so latent frame t depends on pixels <= its group
 and decoded frames depend on latents <= theirs. Hence decoding can be chunked over time.
 
+Decoder context (``decoder_context`` K > 0, the shipped VAE's decoder). With K = 0 each latent
+frame's group of r frames is decoded from that latent alone (plus the residual branch's kernel-2
+conv), and the linear path cannot put motion *inside* a group: the 12x-compressed patch keeps the
+group's mean and little of its motion, so decoded videos stood still for 4 frames and jumped at
+every group boundary (phase-0 frame differences 2.3x the others on held-out clips, the data's own
+ratio 1.1). K > 0 adds (a) a linear path from latent frames t, t-1, ..., t-K (5x5 latent
+positions around the patch, so content can move across patches) to group t's patch, so a group
+can continue from where the previous one ended, and (b) a causal pixel-frame refine that sees the previous decoded frame.
+Both are zero-initialised: a K > 0 decoder starts as the K = 0 one, and the encoder (hence the
+latent space the DiTs were trained in) is unchanged; ``magicdistill train-vae --decoder-only``
+fine-tunes only the decoder. Still causal: decoded frames depend on latents <= theirs.
+
 The first frame is encoded as a *static group* (itself repeated r times) through the same path
 as every other group, as causal-conv VAEs do with replicate padding: a still video has equal
 latent frames, so the image-to-video DiT's image latent lives in the same space as the frames it
@@ -53,7 +65,8 @@ class _ResBlock(nn.Module):
 class CausalPatchVAE(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, latent_channels: int = 8, spatial_ratio: int = 4, temporal_ratio: int = 4, hidden: int = 96,
-                 blocks: int = 2, latents_mean: list[float] | None = None, latents_std: list[float] | None = None):
+                 blocks: int = 2, latents_mean: list[float] | None = None, latents_std: list[float] | None = None,
+                 decoder_context: int = 0):
         super().__init__()
         c, s, r = latent_channels, spatial_ratio, temporal_ratio
         self.p = 3 * r * s * s  # one patch: r frames x s x s pixels x RGB
@@ -67,8 +80,15 @@ class CausalPatchVAE(ModelMixin, ConfigMixin):
         self.dec_blocks = nn.ModuleList(_ResBlock(hidden, temporal=True) for _ in range(blocks))
         self.dec_out = nn.Conv2d(hidden, self.p, 1)
         self.refine = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1))
+        if decoder_context < 0:
+            raise ValueError(f"decoder_context must be >= 0 previous latent frames, got {decoder_context}")
+        zeroed = [self.enc_out, self.dec_out, self.refine[2]]
+        if decoder_context:  # module docstring, "Decoder context"
+            self.dec_ctx = nn.Conv2d((decoder_context + 1) * c, self.p, 5, padding=2)
+            self.trefine = nn.Sequential(nn.Conv2d(6, 32, 3, padding=1), nn.SiLU(), nn.Conv2d(32, 3, 3, padding=1))
+            zeroed += [self.dec_ctx, self.trefine[2]]
         with torch.no_grad():
-            for layer in (self.enc_out, self.dec_out, self.refine[2]):
+            for layer in zeroed:
                 layer.weight.zero_()
                 layer.bias.zero_()
             self.enc_lin.weight[c:].zero_()
@@ -105,17 +125,51 @@ class CausalPatchVAE(ModelMixin, ConfigMixin):
         dist = DiagonalGaussianDistribution(params.permute(0, 2, 1, 3, 4).contiguous())
         return AutoencoderKLOutput(latent_dist=dist) if return_dict else (dist,)
 
-    def decode(self, z: torch.Tensor, return_dict: bool = True):
+    def encoder_parameters(self):
+        """The parameters that define the latent space (frozen by ``train-vae --decoder-only``)."""
+        return [p for n, p in self.named_parameters() if n.startswith("enc_")]
+
+    def decoder_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("enc_")]
+
+    def _previous(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """x (B, T, ...) -> x shifted k steps later along T, the first k steps replicating step 0 (a
+        video before its first frame is taken to be still, as the static first group is)."""
+        return torch.cat([x[:, :1].expand(-1, min(k, x.shape[1]), *x.shape[2:]), x[:, :-k]], dim=1)[:, :x.shape[1]]
+
+    def context_input(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, C, T', h, w) -> (B*T', (K+1)*C, h, w): latent frames t, t-1, ..., t-K stacked, what
+        ``dec_ctx`` reads for group t."""
+        b, c, t, h, w = z.shape
+        k = self.config.decoder_context
+        zt = z.permute(0, 2, 1, 3, 4)  # (B, T', C, h, w)
+        return torch.cat([zt] + [self._previous(zt, i) for i in range(1, k + 1)], dim=2).reshape(b * t, (k + 1) * c, h, w)
+
+    def decode_patches(self, z: torch.Tensor, context: bool = True) -> torch.Tensor:
+        """z (B, C, T', h, w) -> patches (B, T', h, w, P) before the pixel refines; ``context=False``
+        leaves out the decoder-context path (what the group-wise decoder gave)."""
         b, c, t, h, w = z.shape
         lin = self.dec_lin(z.permute(0, 2, 3, 4, 1))  # (B, T', h, w, P)
+        if context and self.config.decoder_context:  # latent frames t..t-K, 5x5 around each patch
+            ctx = self.dec_ctx(self.context_input(z)).view(b, t, self.p, h, w)
+            lin = lin + ctx.permute(0, 1, 3, 4, 2)
         hid = self.dec_in(z.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
         for blk in self.dec_blocks:
             hid = blk(hid, t)
-        res = self.dec_out(F.silu(hid)).view(b, t, -1, h, w).permute(0, 1, 3, 4, 2)
-        video = self._unpatch(lin + res)
+        return lin + self.dec_out(F.silu(hid)).view(b, t, -1, h, w).permute(0, 1, 3, 4, 2)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True):
+        b = z.shape[0]
+        context = self.config.decoder_context
+        video = self._unpatch(self.decode_patches(z))
         frames = video.permute(0, 2, 1, 3, 4).reshape(-1, 3, video.shape[-2], video.shape[-1])
         frames = frames + self.refine(frames)
-        video = frames.view(b, -1, 3, frames.shape[-2], frames.shape[-1]).permute(0, 2, 1, 3, 4)
+        hh, ww = frames.shape[-2:]
+        if context:  # causal pixel refine: each frame with the frame before it
+            seq = frames.view(b, -1, 3, hh, ww)
+            pair = torch.cat([seq, self._previous(seq, 1)], dim=2).reshape(-1, 6, hh, ww)
+            frames = frames + self.trefine(pair)
+        video = frames.view(b, -1, 3, hh, ww).permute(0, 2, 1, 3, 4)
         return DecoderOutput(sample=video) if return_dict else (video,)
 
     # --- PCA initialisation ------------------------------------------------------------------------
