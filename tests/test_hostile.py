@@ -403,3 +403,17 @@ def test_damaged_run_folder_is_a_clean_error_on_resume(tmp_path, damage):
             run.resume({"m": torch.nn.Linear(4, 4)}, {"m": torch.optim.AdamW(torch.nn.Linear(4, 4).parameters())})
         finally:
             run.close()
+
+
+@pytest.mark.parametrize("command", ["quantize", "cast-weights"])
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_copies_of_a_damaged_model_folder_are_clean_errors(world, command, kind):
+    """quantize and cast-weights check the source's weights before writing anything."""
+    _corrupt(kind)(world)
+    before = _tree(world)
+    r = CliRunner().invoke(app, [command, "--model", str(world / "models" / "generator"),
+                                 "--out", str(world / "out" / "copy")])
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert len(lines) == 1 and lines[0].startswith("error:") and "diffusion_pytorch_model.safetensors" in lines[0]
+    assert _tree(world) == before

@@ -420,8 +420,17 @@ def quantize_cmd(
     from .generate import default_model
     from .quant.folder import quantize_folder
 
+    from .validate import check_model_folder
+
     try:
-        path, gate = quantize_folder(model or default_model(False), out, vae_dir=vae, check=check)
+        source = Path(model or default_model(False))
+        if source.is_dir():  # damaged weights or record: one line naming the file, before any writing
+            check_model_folder(source)
+        if vae:
+            check_model_folder(vae, "--vae")
+        if out.resolve() == source.resolve():
+            raise ValueError("--out is the source model folder: choose a new folder")
+        path, gate = quantize_folder(source, out, vae_dir=vae, check=check)
     except ValueError as e:
         _fail(str(e))
     if gate is not None:
@@ -440,8 +449,13 @@ def cast_weights_cmd(
     """Store a model folder's weights in another dtype (half the size in float16; loading casts back)."""
     _quiet()
     from .models.cast import cast_weights
+    from .validate import check_model_folder
 
     try:
+        if model.is_dir():  # damaged weights or record: one line naming the file, before any writing
+            check_model_folder(model)
+        if out.resolve() == model.resolve():
+            raise ValueError("--out is the source model folder: choose a new folder")
         typer.echo(str(cast_weights(model, out, dtype)))
     except ValueError as e:
         _fail(str(e))

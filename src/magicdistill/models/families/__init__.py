@@ -1,0 +1,1 @@
+"""Model families behind one interface: one module per diffusers pipeline family (Wan, HunyuanVideo)."""
