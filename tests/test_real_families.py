@@ -191,7 +191,7 @@ def _broken(folder: Path, tmp_path: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how,message", [("missing", "no component 'vae'"), ("class", "names class"),
-                                         ("truncated", "cannot load transformer"),
+                                         ("truncated", "is truncated"),
                                          ("pipeline", "is not supported")])
 def test_bad_folders_are_one_line_errors(real_folder, tmp_path, how, message):
     bad = _broken(real_folder("wan-t2v"), tmp_path, how)

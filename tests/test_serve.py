@@ -76,8 +76,21 @@ def wait(client, video_id, timeout=300):
 
 
 def decode(mp4: bytes) -> np.ndarray:
+    """The frames the model made: the served mp4 is stored enlarged (video.write_mp4's integer upscale, which
+    browsers show); read_video undoes it, and the stored size must be a whole multiple of the model's."""
+    import tempfile
+
+    from magicdistill.video import read_video
+
     with av.open(io.BytesIO(mp4)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+        stored = c.streams.video[0].codec_context
+        stored_hw = (stored.height, stored.width)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "v.mp4"
+        f.write_bytes(mp4)
+        frames, _ = read_video(f)
+    assert stored_hw[0] % frames.shape[1] == 0 and stored_hw[0] // frames.shape[1] == stored_hw[1] // frames.shape[2]
+    return frames
 
 
 def test_models_health_and_page(client):
