@@ -289,3 +289,11 @@ def test_weff_row_distils_dmd2_with_the_first_order_equivalent_real_cfg(tmp_path
     assert equivalent_dmd_guidance(2.0, 0.25) == pytest.approx(7 / 3)
     assert equivalent_dmd_guidance(3.0, 0.5, 2.0) == pytest.approx(1 + 2 / 0.75)
     assert equivalent_dmd_guidance(2.0, 0.0) == 2.0
+
+
+def test_report_names_the_shipped_teacher_by_its_place_in_the_repository():
+    from magicdistill.bench.report import _shown
+    from magicdistill.pipeline import SHIPPED_DIR
+
+    assert _shown(SHIPPED_DIR / "teacher") == "src/magicdistill/checkpoints/tiny/teacher"
+    assert _shown("runs/t2v/teacher") == "runs/t2v/teacher"

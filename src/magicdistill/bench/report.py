@@ -57,7 +57,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         *summarise(list(done.values())),
         f"- Page written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with git commit "
         f"{git_commit(Path(__file__).parent.parent)}",
-        f"- Teacher: {teachers['ti2v']} (TI2V)" + (f"; T2V teacher: {teachers['t2v']}" if "t2v" in teachers else ""),
+        f"- Teacher: {_shown(teachers['ti2v'])} (TI2V)" + (f"; T2V teacher: {_shown(teachers['t2v'])}" if "t2v" in teachers else ""),
         f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never seen in "
         f"training), ground truth through the VAE; {settings.seeds} sampling seeds (noise seed = "
         f"{settings.seed} + 1000·seed + clip, the same for every row, so rows differ by the model only)",
@@ -300,3 +300,14 @@ def t2v_note(results: dict, settings: Settings, key: str = "fvd") -> list[str]:
             "towards the teacher's distribution, so reaching 0 = having converged to the teacher's level, faster "
             "= sooner. This measures convergence only through each model's distance to the truth; a direct measure "
             "would be FVD between each generator's samples and its own teacher's."]
+
+
+def _shown(path) -> str:
+    """A teacher path as the page shows it: the shipped one by its place in the repository (an absolute path
+    names one machine's checkout), others as given."""
+    p = Path(path).resolve()
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return "src/magicdistill/" + str(p.relative_to(package))
+    except ValueError:
+        return str(path)
