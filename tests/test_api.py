@@ -171,3 +171,38 @@ def test_model_names_and_folders(tmp_path, monkeypatch):
     (tmp_path / "teacher").mkdir()  # a folder of that name here wins over the shipped name
     assert resolve_model("teacher") == Path("teacher")
     assert resolve_model(tmp_path / "x") == tmp_path / "x"
+
+
+def test_cli_generate_goes_through_the_api(tmp_path, monkeypatch):
+    """`magicdistill generate` (run in-process) loads its model and samples through api.Pipeline: the spy sees
+    one call on the folder the flags name, sampling with that folder's recorded settings where no flag is
+    given, and the mp4 holds exactly the frames the API returned."""
+    from typer.testing import CliRunner
+
+    from magicdistill import api
+    from magicdistill.cli import app
+    from magicdistill.pipeline import SHIPPED_DIR, model_sampler, read_record
+
+    calls, original = [], api.Pipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        video = original(self, *args, **kwargs)
+        calls.append((self, video))
+        return video
+
+    monkeypatch.setattr(api.Pipeline, "__call__", spy)
+    out = tmp_path / "t.mp4"
+    r = CliRunner().invoke(app, ["generate", "--prompt", PROMPT, "--image", str(EXAMPLE), "--teacher", "--steps", "1",
+                                 "--frames", "5", "--seed", "2", "--lossless", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 1
+    pipe, video = calls[0]
+    assert pipe.info.path == str((SHIPPED_DIR / "teacher").resolve())
+    rec = model_sampler(read_record(SHIPPED_DIR / "teacher"))
+    assert rec["guidance"] != 1.0  # the teacher's CFG: a default the generator would not give
+    assert video.settings == api.Settings(steps=1, guidance=rec["guidance"], shift=rec["shift"], eta=rec["eta"],
+                                          sampler=rec["kind"])
+    assert video.seed == 2 and video.frames.shape == (5, 64, 64, 3)
+    written, fps = read_video(out)
+    np.testing.assert_array_equal(written, video.frames)
+    assert fps == video.fps == pipe.info.fps

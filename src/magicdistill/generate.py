@@ -1,30 +1,25 @@
 """``magicdistill generate``: validate inputs, load the pipeline, sample, write the mp4.
 
 Inputs are validated before any model is loaded, so a mistake costs milliseconds and leaves no
-output file. The mp4 is written atomically (video.write_mp4).
+output file. Loading, the recorded sampler defaults, the first frame (image or prior) and sampling are
+the Python API's (api.py): the command line and ``load_pipeline`` make the same video. The mp4 is
+written atomically (video.write_mp4).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from .config import torch_dtype
-from .long_video import DEFAULT_OVERLAP, long_video_frames, sample_long_video
+from . import api
+from .long_video import long_video_frames
 from .models.folder import is_real_folder, read_model_folder
-from .pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record
-from .prior.first_frame import choose_first_frame, plan_prior, save_prior
-from .quant.folder import quantize_pipeline
+from .pipeline import SHIPPED_DIR, model_sampler, read_record, valid_frame_count  # noqa: F401 (re-exported)
+from .prior.first_frame import PriorChoice, plan_prior, save_prior
 from .quant.int8 import check_quantize
-from .torch_compile import check_compile_available, compile_transformer
+from .torch_compile import check_compile_available
 from .validate import (MAX_FRAMES, MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS, check_device, check_finite, check_model_folder,
                        check_out_file, check_prompt, check_seed, check_writable_folder)
-from .video import MAX_UPSCALE, frames_to_tensor, load_image, tensor_to_frames, write_mp4, write_png_frames
-
-
-def valid_frame_count(frames: int, temporal_ratio: int) -> int:
-    """The smallest 1 + r*k >= frames (the causal VAE's lengths); the video is trimmed back."""
-    return 1 + temporal_ratio * math.ceil((frames - 1) / temporal_ratio)
+from .video import MAX_UPSCALE, load_image, write_mp4, write_png_frames
 
 
 def check_args(*, prompt: str, out: Path, steps: int, guidance: float, shift: float, frames: int | None,
@@ -99,9 +94,10 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
                               t2i=t2i, index=index, vae=vae, compile=compile, upscale=upscale, lossless=lossless,
                               frames_dir=frames_dir)
     meta = read_record(model_dir)
-    steps, guidance, shift, eta = sampler_settings(meta, steps, guidance, shift, eta)
-    check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
-               eta=eta)
+    # checked here as the API will resolve them (the record's sampler under the flags), before anything loads
+    check_args(prompt=prompt, out=out, **dict(zip(("steps", "guidance", "shift", "eta"),
+                                                  sampler_settings(meta, steps, guidance, shift, eta))),
+               frames=frames, fps=fps, dtype=dtype)
     check_quantize(quantize)
     if compile:
         check_compile_available()
@@ -111,42 +107,26 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
         if meta.get("task") == "t2v":  # window k + 1 would not see window k: unrelated clips, not one video
             raise ValueError(f"--seconds needs an image-to-video model (each window starts on the previous "
                              f"window's last frame); {model_dir} is text-to-video: generate one window (--frames)")
-        long_frames = long_video_frames(seconds, fps or meta.get("fps", 8.0), frames=frames, overlap=overlap)
+        long_video_frames(seconds, fps or meta.get("fps", 8.0), frames=frames, overlap=overlap)
     # 1. the conditioning image, or the prior that will choose it (prior/), checked before loading models
     prior = plan_prior(image=image, t2i=t2i, index=index)
     size = (height or meta.get("height", 64), width or meta.get("width", 64))
     pixels = load_image(image, *size) if prior is None else None
     if not (model_dir / "transformer" / "config.json").is_file():
         raise ValueError(f"no model at {model_dir} (expected transformer/config.json)")
-    choice = None
-    if prior is not None:  # Stage 0: the first frame from a T2I model or retrieval
-        choice = choose_first_frame(prior, prompt, *size, seed=seed,
-                                    device=device, dtype=torch_dtype(dtype))
-        pixels = choice.pixels
-    # 2. models
-    pipe = I2VPipeline.from_dir(model_dir, vae_dir=vae, device=device, dtype=torch_dtype(dtype))
-    if quantize:  # int8 weights on load (a folder written by `magicdistill quantize` already is)
-        quantize_pipeline(pipe, quantize)
-    if compile:
-        compile_transformer(pipe.dit)
-    n = frames or pipe.spec.num_frames
-    n_valid = valid_frame_count(n, pipe.vae.temporal_ratio)
-    cond_image = frames_to_tensor(pixels[None])[:, 0][None]
-    # 3. sample: one window, or a sliding window over many (long_video.py)
-    if seconds is not None:
-        frames_u8 = sample_long_video(pipe, cond_image, prompt, num_frames=long_frames, seed=seed, steps=steps,
-                                      guidance=guidance, shift=shift, eta=eta, progress=progress,
-                                      overlap=DEFAULT_OVERLAP if overlap is None else overlap)
-    else:
-        video = pipe(cond_image, prompt, num_frames=n_valid, seed=seed, steps=steps, guidance=guidance, shift=shift,
-                     eta=eta, progress=progress)
-        frames_u8 = tensor_to_frames(video[:, :n])
+    # 2. the model folder with its recorded settings, and 3. sampling (one window, or a sliding window over
+    # many: long_video.py): the Python API's, so the command line and load_pipeline make the same video
+    pipe = api.load_pipeline(model_dir, vae=vae, device=device, dtype=dtype, quantize=quantize, compile=compile)
+    video = pipe(pixels, prompt, steps=steps, guidance=guidance, shift=shift, eta=eta, seed=seed, frames=frames,
+                 seconds=seconds, fps=fps, size=size, prior=prior, sliding=seconds is not None, overlap=overlap,
+                 progress=progress)
+    frames_u8 = video.frames
     # 4. write (atomically); the chosen prior goes beside the video only once the video exists
-    path = write_mp4(out, frames_u8, fps or pipe.spec.fps, upscale=upscale, lossless=lossless)
+    path = write_mp4(out, frames_u8, video.fps, upscale=upscale, lossless=lossless)
     if frames_dir is not None:
         write_png_frames(frames_dir, frames_u8)
-    if choice is not None:
-        save_prior(out, choice)
+    if video.prior is not None:
+        save_prior(out, PriorChoice(video.first_frame, video.prior))
     return path
 
 

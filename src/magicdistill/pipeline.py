@@ -7,6 +7,7 @@ Euler (+ batched CFG); 4. put the image's latent in the first latent frame; 5. d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from .sampling import consistency_sample, euler_sample
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SHIPPED_DIR = PACKAGE_ROOT / "checkpoints" / "tiny"
+
+
+def valid_frame_count(frames: int, temporal_ratio: int) -> int:
+    """The smallest 1 + r*k >= frames (the causal VAE's lengths); the video is trimmed back."""
+    return 1 + temporal_ratio * math.ceil((frames - 1) / temporal_ratio)
 
 
 @dataclass(frozen=True)
