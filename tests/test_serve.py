@@ -2,16 +2,15 @@
 the bounded queue (429 + Retry-After), cancel, a failing job, shutdown. The real shipped generator makes the
 videos; a gate around it holds the worker where a test needs a job to stay running."""
 
-import io
 import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from toys import decode_served_mp4 as decode
 from magicdistill.serve.app import create_app
 from magicdistill.serve.registry import ModelRegistry
 
@@ -75,22 +74,6 @@ def wait(client, video_id, timeout=300):
     raise AssertionError(f"job {video_id} still {job['status']} after {timeout} s")
 
 
-def decode(mp4: bytes) -> np.ndarray:
-    """The frames the model made: the served mp4 is stored enlarged (video.write_mp4's integer upscale, which
-    browsers show); read_video undoes it, and the stored size must be a whole multiple of the model's."""
-    import tempfile
-
-    from magicdistill.video import read_video
-
-    with av.open(io.BytesIO(mp4)) as c:
-        stored = c.streams.video[0].codec_context
-        stored_hw = (stored.height, stored.width)
-    with tempfile.TemporaryDirectory() as d:
-        f = Path(d) / "v.mp4"
-        f.write_bytes(mp4)
-        frames, _ = read_video(f)
-    assert stored_hw[0] % frames.shape[1] == 0 and stored_hw[0] // frames.shape[1] == stored_hw[1] // frames.shape[2]
-    return frames
 
 
 def test_models_health_and_page(client):

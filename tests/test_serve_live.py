@@ -2,7 +2,6 @@
 concurrent clients, the web page in a real headless browser (Debian's chromium driven by Playwright), and a
 clean shutdown that leaves no temporary file."""
 
-import io
 import os
 import re
 import shutil
@@ -15,10 +14,9 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import requests
+from toys import decode_served_mp4 as decode
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "portrait.png"
@@ -66,22 +64,6 @@ def server(tmp_path_factory):
     log.close()
 
 
-def decode(mp4: bytes) -> np.ndarray:
-    """The frames the model made: the served mp4 is stored enlarged (video.write_mp4's integer upscale, which
-    browsers show); read_video undoes it, and the stored size must be a whole multiple of the model's."""
-    import tempfile
-
-    from magicdistill.video import read_video
-
-    with av.open(io.BytesIO(mp4)) as c:
-        stored = c.streams.video[0].codec_context
-        stored_hw = (stored.height, stored.width)
-    with tempfile.TemporaryDirectory() as d:
-        f = Path(d) / "v.mp4"
-        f.write_bytes(mp4)
-        frames, _ = read_video(f)
-    assert stored_hw[0] % frames.shape[1] == 0 and stored_hw[0] // frames.shape[1] == stored_hw[1] // frames.shape[2]
-    return frames
 
 
 def run_job(base: str, image: bool = True, timeout: float = 300, **fields) -> dict:

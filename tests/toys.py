@@ -31,3 +31,25 @@ def toy_batch(cfg_dit: DiTConfig, seed: int = 0) -> DistillBatch:
     text = TextEmbedding(torch.randn(2, 5, d, generator=g), torch.ones(2, 5, dtype=torch.bool), torch.randn(2, d, generator=g))
     null = TextEmbedding(torch.zeros(2, 5, d), torch.ones(2, 5, dtype=torch.bool), torch.zeros(2, d))
     return DistillBatch(x, text, null, torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, x[:, :, :1].clone())
+
+
+def decode_served_mp4(mp4: bytes) -> "np.ndarray":
+    """The frames the model made, from a served mp4's bytes: the file is stored enlarged (video.write_mp4's integer
+    upscale, which browsers show); read_video undoes it, and the stored size must be a whole multiple of the model's."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    import av
+
+    from magicdistill.video import read_video
+
+    with av.open(io.BytesIO(mp4)) as c:
+        stored = c.streams.video[0].codec_context
+        stored_hw = (stored.height, stored.width)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "v.mp4"
+        f.write_bytes(mp4)
+        frames, _ = read_video(f)
+    assert stored_hw[0] % frames.shape[1] == 0 and stored_hw[0] // frames.shape[1] == stored_hw[1] // frames.shape[2]
+    return frames
