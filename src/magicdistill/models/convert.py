@@ -47,9 +47,9 @@ WAN_MASK_CHANNELS = 4  # the Wan VAE's temporal compression: one mask channel pe
 PATCH_KEY = {"wan": "patch_embedding.weight", "hunyuan": "x_embedder.proj.weight"}
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: str | Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"{path} is missing") from None
     except json.JSONDecodeError as e:

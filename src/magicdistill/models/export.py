@@ -26,33 +26,18 @@ equivalent; ``export`` says so instead of writing something diffusers would load
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
-INDEX = "model_index.json"
+from .convert import INDEX, _link_or_copy, _read_json
+
 TRANSFORMERS = ("transformer", "transformer_2")
 # what diffusers' pipelines cannot express: shown as one line when asked to export the tiny default
 TINY_NOT_EXPORTABLE = ("the embedded tiny model has no diffusers equivalent (10x10 patch embedding, gated "
                        "32-channel output): export works on models distilled from a diffusers Wan/HunyuanVideo folder")
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path} is missing") from None
 
 
 def scheduler_overrides(config: dict, *, shift: float, steps: int) -> dict:
