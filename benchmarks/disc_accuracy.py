@@ -17,15 +17,13 @@ from pathlib import Path
 
 import torch
 
-from magicdistill.config import DataConfig, DistillConfig
+from magicdistill.config import DistillConfig
 from magicdistill.distill.trainer import build_method, make_batch
 from magicdistill.models.discriminator import DiscriminatorHead
 from magicdistill.models.dit import VideoDiT
-from magicdistill.models.text import TextEncoder
-from magicdistill.models.vae import load_vae
-from magicdistill.pipeline import SHIPPED_DIR, read_record, resolve_vae_dir
+from magicdistill.pipeline import SHIPPED_DIR
 from magicdistill.train.checkpoint import load_checkpoint
-from magicdistill.train.teacher import latent_set_for
+from w2s_direction import held_out  # the same held-out clips as the direction benchmark
 
 BATCH = 4
 
@@ -44,12 +42,7 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/distill_cache", help="latent cache (the run's --cache-dir, if any)")
     a = ap.parse_args()
     torch.set_grad_enabled(False)
-    meta = read_record(Path(a.teacher))
-    vae_dir = resolve_vae_dir(Path(a.teacher))
-    enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64))
-    test = latent_set_for(DataConfig.of_model(meta), str(vae_dir), "test", BATCH * a.batches, load_vae(vae_dir), enc,
-                          Path(a.cache))
-    null_text = enc([""])
+    test, null_text = held_out(a.teacher, BATCH * a.batches, a.cache)
     cfg = DistillConfig.model_validate(json.loads((Path(a.run) / "config.json").read_text()))
     if cfg.method not in ("w2s", "dmd") or cfg.scores != "shared_lora" or cfg.generator != "full":
         raise SystemExit(f"error: {a.run} is not a shared-LoRA w2s/dmd run with a full generator")

@@ -42,6 +42,16 @@ from magicdistill.train.teacher import latent_set_for
 BATCH = 4
 
 
+def held_out(teacher: str, clips: int, cache: str):
+    """The teacher's first ``clips`` held-out clips (its VAE's latents, its text encoder's embeddings) and the
+    empty prompt's embedding, as a distillation run encodes them."""
+    meta = read_record(Path(teacher))
+    vae_dir = resolve_vae_dir(Path(teacher))
+    enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64))
+    test = latent_set_for(DataConfig.of_model(meta), str(vae_dir), "test", clips, load_vae(vae_dir), enc, Path(cache))
+    return test, enc([""])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", help="`magicdistill distill` run folders (--method w2s or dmd, shared LoRA)")
@@ -50,12 +60,7 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.6, 0.9])
     ap.add_argument("--cache", default="runs/distill_cache", help="latent cache (the runs' --cache-dir, if any)")
     a = ap.parse_args()
-    meta = read_record(Path(a.teacher))
-    vae_dir = resolve_vae_dir(Path(a.teacher))
-    enc = TextEncoder(max_tokens=meta.get("max_text_tokens", 64))
-    test = latent_set_for(DataConfig.of_model(meta), str(vae_dir), "test", BATCH * a.batches, load_vae(vae_dir), enc,
-                          Path(a.cache))
-    null_text = enc([""])
+    test, null_text = held_out(a.teacher, BATCH * a.batches, a.cache)
     for run in a.runs:
         cfg = DistillConfig.model_validate(json.loads((Path(run) / "config.json").read_text()))
         if cfg.method not in ("w2s", "dmd") or cfg.scores != "shared_lora" or cfg.generator != "full":
