@@ -70,9 +70,3 @@ def test_w2s_distills_a_real_teacher(real_folder, tmp_path, kind, generator):
     assert result.exit_code == 0, result.output
     assert read_video(tmp_path / "v.mp4")[0].shape == (9, 32, 32, 3)
 
-
-def test_distill_refuses_a_hunyuan_i2v_teacher_in_one_line(real_folder, tmp_path):
-    result = run_cli("distill", "--teacher", real_folder("hunyuan-i2v"), "--out", tmp_path / "run", "--iters", 2,
-                     "--height", 32, "--width", 32, "--frames", 9)
-    assert result.exit_code == 2 and "error:" in result.output and "image-to-video" in result.output
-    assert "Traceback" not in result.output

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -64,7 +65,10 @@ def build_latent_set(source: SyntheticVideos, n: int, vae: VideoVAE, text_encode
         image_latents.append(vae.encode(video[:, :, :1]).float().cpu())
         firsts.append(torch.stack([torch.from_numpy(c.frames[0]).permute(2, 0, 1) for c in clips]))
         caps = [c.caption for c in clips]
-        texts.append(text_encoder(caps).to("cpu", torch.float16))
+        # a prompt encoded together with its first frame (HunyuanVideo-I2V): the encoder says so
+        kw = {"images": [Image.fromarray(c.frames[0]) for c in clips]} if getattr(text_encoder, "needs_images", False) \
+            else {}
+        texts.append(text_encoder(caps, **kw).to("cpu", torch.float16))
         captions += caps
     return LatentSet(torch.cat(latents), torch.cat(image_latents), torch.cat(firsts), TextEmbedding.cat(texts), captions)
 

@@ -22,9 +22,6 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
                         frames: int | None) -> tuple[ModelFolder, dict]:
     """The folder and a tiny-style record of it (clip format + sampler), checked before anything loads."""
     folder = read_model_folder(teacher_dir)
-    if folder.is_i2v and folder.family != "wan":  # HunyuanVideo-I2V's prompt embedding depends on the image
-        raise ValueError(f"distilling an image-to-video {folder.pipeline} teacher is not supported yet: "
-                         f"distil its text-to-video folder")
     if cfg.method not in METHODS:
         raise ValueError(f"--method {cfg.method} is not available for a {folder.pipeline} teacher: "
                          f"use one of {', '.join(METHODS)}")
@@ -35,7 +32,8 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
 
 def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.dtype):
     """-> (teacher RealDiT, its VAE, its text encoder, the VAE folder that keys the latent cache). An I2V
-    teacher (Wan) gets its first-frame inputs from its own VAE and image encoder for ``meta``'s clips."""
+    teacher (Wan) gets its first-frame inputs from its own VAE and image encoder for ``meta``'s clips; a
+    HunyuanVideo-I2V teacher's text encoder reads each clip's prompt with its first frame (cached per clip)."""
     from ..models.families.real import RealPipeline
     from ..models.families.wan import WanImageConditioner
 

@@ -177,9 +177,15 @@ class Family:
     def scheduler_sigmas(self, scheduler, steps: int, shift: float) -> torch.Tensor:
         raise NotImplementedError
 
-    def encode_text(self, pipe, dit: RealDiT, prompts: list[str], *, max_sequence_length: int, device) -> TextEmbedding:
-        """Prompts -> the transformer's text inputs (text-to-video; an I2V prompt may depend on the image)."""
+    def encode_text(self, pipe, dit: RealDiT, prompts: list[str], *, max_sequence_length: int, device,
+                    images: list | None = None) -> TextEmbedding:
+        """Prompts -> the transformer's text inputs; ``images`` (PIL, one per prompt) for a family whose
+        prompt embedding depends on the first frame (``text_needs_image``)."""
         raise NotImplementedError
+
+    def text_needs_image(self, dit: RealDiT) -> bool:
+        """Whether the prompt is encoded together with the first frame (HunyuanVideo-I2V's Llava)."""
+        return False
 
     def encode(self, pipe, dit: RealDiT, prompts: list[str], image, *, height: int, width: int, frames: int,
                guidance: float, noise: torch.Tensor, max_sequence_length: int, device) -> Encoded:

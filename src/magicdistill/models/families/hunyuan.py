@@ -62,26 +62,39 @@ class HunyuanFamily(Family):
         sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
         return torch.as_tensor(np.asarray(sched.sigmas), dtype=torch.float32)
 
-    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device) -> TextEmbedding:
-        if dit.is_i2v:
-            raise ValueError("HunyuanVideo-I2V encodes the prompt together with the first frame: "
-                             "text alone is not its condition")
-        template = prompt_template(pipe.tokenizer, pipe.text_encoder, False)
+    def text_needs_image(self, dit) -> bool:
+        return dit.is_i2v
+
+    def _text(self, pipe, template: dict, prompts: list[str], image, *, max_sequence_length, device) -> TextEmbedding:
+        kw = {"image": image} if image is not None else {}
         pe, pooled, mask = pipe.encode_prompt(prompt=list(prompts), prompt_template=template, device=device,
-                                              max_sequence_length=max_sequence_length)
+                                              max_sequence_length=max_sequence_length, **kw)
         return TextEmbedding(pe, mask.bool(), pooled)
 
+    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device, images=None) -> TextEmbedding:
+        """T2V: the prompts alone. I2V: each prompt with its own first frame (PIL) through Llava's vision
+        branch, one clip at a time (the image tokens sit inside the prompt's embedding)."""
+        i2v = dit.is_i2v
+        if i2v and (images is None or len(images) != len(prompts)):
+            raise ValueError("HunyuanVideo-I2V encodes the prompt together with the first frame: "
+                             "give one image per prompt")
+        template = prompt_template(pipe.tokenizer, pipe.text_encoder, i2v)
+        if not i2v:
+            return self._text(pipe, template, prompts, None, max_sequence_length=max_sequence_length, device=device)
+        return TextEmbedding.cat([self._text(pipe, template, [p], img, max_sequence_length=max_sequence_length,
+                                             device=device) for p, img in zip(prompts, images)])
+
     def encode(self, pipe, dit: RealDiT, prompts, image, *, height, width, frames, guidance, noise,
-               max_sequence_length, device) -> Encoded:
+               max_sequence_length, device, identity=None) -> Encoded:
+        """``identity``: the image read with the prompt (Llava's image tokens) when it is not the first frame
+        ``image`` itself (a sliding-window video keeps the user's image there in every window)."""
         i2v = dit.is_i2v
         template = prompt_template(pipe.tokenizer, pipe.text_encoder, i2v)
         cfg = guidance > 1.0 and not dit.guidance_embeds
 
         def text(prompt_list, img):
-            kw = {"image": img} if i2v else {}
-            pe, pooled, mask = pipe.encode_prompt(prompt=prompt_list, prompt_template=template, device=device,
-                                                  max_sequence_length=max_sequence_length, **kw)
-            return TextEmbedding(pe, mask.bool(), pooled)
+            return self._text(pipe, template, prompt_list, img if i2v else None,
+                              max_sequence_length=max_sequence_length, device=device)
 
         image_latent, init, keep = None, None, None
         if i2v:
@@ -94,9 +107,8 @@ class HunyuanFamily(Family):
             init = lambda n: n * 0.999 + image_latents * 0.001  # noqa: E731 -- diffusers' prepare_latents
             keep = slice(1, None)
             black = Image.new("RGB", (width, height), 0)
-        cond = dit.condition(text(prompts, image), image_latent=image_latent)
+        cond = dit.condition(text(prompts, image if identity is None else identity), image_latent=image_latent)
         uncond = dit.condition(text([""] * len(prompts), black if i2v else None), image_latent=image_latent) if cfg else None
         return Encoded(cond, uncond, init, keep)
-
 
 HUNYUAN = HunyuanFamily()

@@ -169,14 +169,25 @@ class RealPipeline:
 
 class FamilyTextEncoder:
     """The folder's own text encoder(s) as a ``TextEncoder``-like callable: prompts -> TextEmbedding
-    (what the latent cache stores for distillation)."""
+    (what the latent cache stores for distillation and training).
+
+    ``needs_images``: the family encodes each prompt with its clip's first frame (HunyuanVideo-I2V); the
+    latent cache then passes ``images`` (PIL, one per prompt). Without them (the empty prompt of CFG /
+    text dropout) a black image stands in, as diffusers' negative branch does."""
 
     def __init__(self, pipe: RealPipeline):
         self.pipe = pipe
         self.max_tokens = pipe.max_sequence_length
+        self.needs_images = pipe.family.text_needs_image(pipe.dit)
 
     @torch.no_grad()
-    def __call__(self, texts: list[str]):
+    def __call__(self, texts: list[str], images: list | None = None):
         device = next(self.pipe.dit.parameters()).device
+        kw = {}
+        if self.needs_images:
+            from PIL import Image
+
+            black = Image.new("RGB", (self.pipe.spec.width, self.pipe.spec.height), 0)
+            kw["images"] = list(images) if images is not None else [black] * len(texts)
         return self.pipe.family.encode_text(self.pipe.pipe, self.pipe.dit, list(texts),
-                                            max_sequence_length=self.max_tokens, device=device)
+                                            max_sequence_length=self.max_tokens, device=device, **kw)

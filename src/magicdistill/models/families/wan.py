@@ -46,13 +46,15 @@ class WanFamily(Family):
         sched.set_timesteps(steps)
         return torch.as_tensor(np.asarray(sched.sigmas), dtype=torch.float32)
 
-    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device) -> TextEmbedding:
+    def encode_text(self, pipe, dit, prompts, *, max_sequence_length, device, images=None) -> TextEmbedding:
         pe, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
                                    max_sequence_length=max_sequence_length, device=device)
         return self._text(pe)
 
     def encode(self, pipe, dit: RealDiT, prompts, image, *, height, width, frames, guidance, noise,
-               max_sequence_length, device) -> Encoded:
+               max_sequence_length, device, identity=None) -> Encoded:
+        """``identity``: the image whose CLIP tokens condition the video when it is not the first frame
+        ``image`` itself (a sliding-window video keeps the user's image there in every window)."""
         cfg = guidance > 1.0
         pe, ne = pipe.encode_prompt(prompts, negative_prompt=[""] * len(prompts), do_classifier_free_guidance=cfg,
                                     max_sequence_length=max_sequence_length, device=device)
@@ -63,7 +65,8 @@ class WanFamily(Family):
                                                 torch.float32, device, None, noise)
             extra = {"condition": condition}
             if dit.transformer.config.image_dim is not None:
-                extra["image_embeds"] = pipe.encode_image(image, device).repeat(len(prompts), 1, 1)
+                extra["image_embeds"] = pipe.encode_image(image if identity is None else identity,
+                                                          device).repeat(len(prompts), 1, 1)
         return Encoded(self._cond(dit, pe, extra), self._cond(dit, ne, extra) if cfg else None)
 
     @staticmethod
