@@ -139,6 +139,7 @@ def calibrate_vae_cmd(
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(..., help="run folder (config, metrics, checkpoint, samples/, teacher/)"),
     vae: Path = typer.Option(None, help="diffusers VAE folder [default: the shipped tiny VAE]"),
     task: str = typer.Option("i2v", help="i2v (Magic 1-For-1 TI2V) or t2v"),
@@ -146,7 +147,13 @@ def train_cmd(
     batch_size: int = typer.Option(8),
     lr: float = typer.Option(3e-4),
     num_clips: int = typer.Option(3000, help="synthetic training clips to encode"),
-    init_from: Path = typer.Option(None, help="a T2V teacher folder to convert (widen to 2C+1 channels) and fine-tune"),
+    init_from: Path = typer.Option(None, help="a tiny T2V teacher folder to convert (widen to 2C+1 channels) and "
+                                   "fine-tune; or a Wan / HunyuanVideo diffusers folder (e.g. from convert-i2v) to "
+                                   "fine-tune as it is (docs/REAL_MODELS.md)"),
+    height: int = typer.Option(None, help="with a diffusers --init-from: clip height [default: its record, else its "
+                                          "pipeline's default]"),
+    width: int = typer.Option(None, help="with a diffusers --init-from: clip width [default: as --height]"),
+    frames: int = typer.Option(None, help="with a diffusers --init-from: clip frames, 1 + 4k [default: as --height]"),
     image_padding: str = typer.Option("zero", help="first-frame latent in the I2V concat channels: zero (Magic 1-For-1) "
                                       "or repeat (over every latent frame; docs/DECISIONS.md)"),
     embed_tokens: int = typer.Option(1, help="tokens per side the patch embedding reads (odd; 1 = diffusers' "
@@ -173,7 +180,21 @@ def train_cmd(
     from .config import TeacherTrainConfig
     from .pipeline import SHIPPED_DIR
 
+    from .models.folder import is_real_folder
+
+    real = init_from is not None and is_real_folder(init_from)
+    if not real and (height or width or frames):
+        _fail("--height/--width/--frames apply with a diffusers --init-from folder; the tiny teacher's clip format "
+              "is --config's data")
+
     def run(cfg):
+        if real:  # a Wan / HunyuanVideo folder: train/real_teacher_train.py
+            from .train.real_teacher_train import train_real_teacher
+
+            train_real_teacher(cfg, out, resume=resume, cache_dir=cache_dir, overwrite=overwrite, height=height,
+                               width=width, frames=frames,
+                               task_given=getattr(ctx.get_parameter_source("task"), "name", "") == "COMMANDLINE")
+            return
         from .train.teacher import train_teacher
 
         train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None,

@@ -1,0 +1,118 @@
+"""``magicdistill train --init-from FOLDER`` on a real family's folder (Wan / HunyuanVideo, T2V or I2V, e.g.
+one written by ``convert-i2v``): fine-tune that folder's transformer with flow matching.
+
+The paper's route to an image-to-video model (Magic 1-For-1): convert a T2V model to I2V by the channel
+concat with zero-initialised new input weights (``convert-i2v``), then fine-tune it here, so the new
+channels learn to read the first frame.
+
+Same loss and sampling as the tiny teacher's ``train`` (train/teacher.py, reused): sigma from the shifted
+logit-normal, x_sigma = (1 - sigma) x0 + sigma eps, MSE to the velocity eps - x0; AdamW with warm-up and
+cosine decay, EMA, gradient clipping, the batch and noise of step k seeded by (seed, k) so a resumed run
+continues exactly. Per family:
+
+- data: the synthetic portrait clips rendered at ``--height/--width/--frames`` and encoded with *this*
+  folder's VAE and text encoder(s) (distill/real_teacher.py's path; HunyuanVideo-I2V reads each prompt with
+  its clip's first frame);
+- first frame: Wan I2V gets the pipeline's mask + VAE(image + zero frames) (and CLIP tokens when the model
+  has them); HunyuanVideo-I2V the image latent in its concat channels;
+- text dropout (for CFG) as ``--config``'s ``text_dropout``, except for a guidance-embedded model
+  (HunyuanVideo T2V): it has no unconditional branch, its scale is an input fixed at the folder's guidance;
+  image dropout does not apply (the first frame is the model's input, not an optional token set).
+
+The result, ``OUT/teacher``, is a derived folder: the trained ``transformer/`` plus ``magicdistill.json``
+naming the source folder (relative path) for every other component, which ``generate`` samples and plain
+diffusers loads (``DiffusionPipeline.from_pretrained(base, transformer=...)``, or ``export``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..atomic import atomic_folder
+from ..config import TeacherTrainConfig, torch_dtype
+from ..distill.real_teacher import load_real_teacher
+from ..generate_real import video_size
+from ..models.folder import ModelFolder, read_json, read_model_folder
+from .ema import EMA
+from .run import Run, closes_runs, lr_schedule
+from .teacher import latent_set_for, lr_lambda, step_generator, teacher_loss
+
+
+def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int | None, frames: int | None,
+                      task_given: bool) -> tuple[ModelFolder, TeacherTrainConfig]:
+    """The folder and the run's resolved config (its clip format, task and VAE are the folder's), checked
+    before anything loads."""
+    folder = read_model_folder(cfg.init_from)
+    if folder.layout == "tiny":
+        raise ValueError(f"{cfg.init_from} is not a diffusers folder")
+    if folder.record.get("quantization"):
+        raise ValueError(f"--init-from {cfg.init_from} is int8-quantized: train its unquantized source")
+    if cfg.data_cache:
+        raise ValueError("--data: caches are encoded with the tiny default's VAE and text encoder; training a "
+                         f"{folder.pipeline} folder uses the synthetic clips (leave out --data)")
+    if task_given and cfg.task != folder.task:
+        hint = " (convert it first: magicdistill convert-i2v)" if folder.task == "t2v" else ""
+        raise ValueError(f"--task {cfg.task}: {cfg.init_from} is a {folder.task} model ({folder.pipeline}){hint}")
+    h, w, n = video_size(folder, height, width, frames)
+    data = {**cfg.data.model_dump(), "height": h, "width": w, "num_frames": n, "fps": folder.video.fps}
+    fields = {"task": folder.task, "data": data, "vae_dir": str(folder.component_path("vae"))}
+    if read_json(folder.component_path("transformer") / "config.json").get("guidance_embeds"):
+        fields["text_dropout"] = 0.0  # the scale is an input, no CFG pair: nothing to learn from dropped text
+    return folder, TeacherTrainConfig.strict_update(cfg, **fields)
+
+
+@closes_runs
+def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool = False,
+                       cache_dir: str | Path | None = None, overwrite: bool = False, height: int | None = None,
+                       width: int | None = None, frames: int | None = None, task_given: bool = False) -> Path:
+    folder, cfg = real_train_config(cfg, height=height, width=width, frames=frames, task_given=task_given)
+    torch.manual_seed(cfg.seed)
+    device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
+    meta = {"height": cfg.data.height, "width": cfg.data.width, "num_frames": cfg.data.num_frames,
+            "fps": cfg.data.fps}
+    run = Run(out, cfg, resume=resume, may_change=("steps",), length_key="steps", overwrite=overwrite,
+              identity={"model": str(folder.path.resolve())})
+    # 1. the folder's transformer(s), VAE and encoders
+    dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
+    if dit.guidance_embeds:  # trained at the scale the folder samples with
+        dit.embedded_guidance = folder.sampler.guidance
+    # 2. data: the synthetic clips, encoded once with this folder's own VAE and text encoder(s)
+    null_text = enc([""])
+    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+    data = latent_set_for(cfg.data, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+    if data.latents.shape[1] != dit.latent_channels:
+        raise ValueError(f"{folder.path}: its VAE has {data.latents.shape[1]} latent channels, its transformer "
+                         f"{dit.latent_channels}")
+    # 3. what trains: every transformer weight (both experts of a two-expert folder)
+    dit.requires_grad_(True).train()
+    ema = EMA(dit, cfg.ema_decay)
+    params = [p for p in dit.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
+    sched = lr_schedule(opt, lr_lambda(cfg), start)
+    print(f"{folder.pipeline}: {sum(p.numel() for p in params) / 1e6:.2f} M trained parameters, {len(data)} "
+          f"training clips at {cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it")
+    for step in bar:
+        g = step_generator(cfg.seed, step)
+        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+        loss = teacher_loss(dit, data.take(idx), torch.arange(len(idx)), null_text, cfg, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(dit, min(cfg.ema_decay, (1 + step) / (10 + step)))  # warm-up as train/teacher.py
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=sched.get_last_lr()[0])
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
+    # 4. the EMA weights, as a derived folder over the source (its sampler and encoders stay the source's)
+    final = run.dir / "teacher"
+    with atomic_folder(final) as tmp:
+        ema.shadow.save(tmp, method="train", steps_trained=cfg.steps, **meta)
+    print(final)
+    return final
