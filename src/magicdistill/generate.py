@@ -92,7 +92,7 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
                               shift=shift, eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps,
                               device=device, dtype=dtype, progress=progress, seconds=seconds, quantize=quantize,
                               t2i=t2i, index=index, vae=vae, compile=compile, upscale=upscale, lossless=lossless,
-                              frames_dir=frames_dir)
+                              frames_dir=frames_dir, overlap=overlap)
     meta = read_record(model_dir)
     # checked here as the API will resolve them (the record's sampler under the flags), before anything loads
     check_args(prompt=prompt, out=out, **dict(zip(("steps", "guidance", "shift", "eta"),
@@ -132,7 +132,7 @@ def generate(*, prompt: str, out: str | Path, image: str | Path | None = None, s
 
 def _generate_real(model_dir: Path, *, prompt, out, image, steps, guidance, shift, eta, seed, frames, height, width,
                    fps, device, dtype, progress, seconds, quantize, t2i, index, vae, compile, upscale, lossless,
-                   frames_dir) -> Path:
+                   frames_dir, overlap=None) -> Path:
     """generate_real.py's path, after the same argument checks as the tiny default's."""
     from .generate_real import check_real_options, generate_real
 
@@ -142,8 +142,11 @@ def _generate_real(model_dir: Path, *, prompt, out, image, steps, guidance, shif
     shift, eta = rec.shift if shift is None else shift, rec.eta if eta is None else eta
     check_args(prompt=prompt, out=out, steps=steps, guidance=guidance, shift=shift, frames=frames, fps=fps, dtype=dtype,
                eta=eta)
-    check_real_options(folder, image=image, seconds=seconds, quantize=quantize, t2i=t2i, index=index, vae=vae)
+    check_real_options(folder, image=image, seconds=seconds, quantize=quantize, t2i=t2i, index=index, vae=vae,
+                       overlap=overlap)
+    if seconds is not None:  # checked before anything loads
+        long_video_frames(seconds, fps or folder.video.fps, frames=frames)
     return generate_real(folder, prompt=prompt, out=out, image=image, steps=steps, guidance=guidance, shift=shift,
                          eta=eta, seed=seed, frames=frames, height=height, width=width, fps=fps, device=device,
                          dtype=dtype, progress=progress, compile=compile, upscale=upscale, lossless=lossless,
-                         frames_dir=frames_dir)
+                         frames_dir=frames_dir, seconds=seconds)

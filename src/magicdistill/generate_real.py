@@ -14,11 +14,14 @@ from .models.folder import ModelFolder
 from .video import tensor_to_frames, write_mp4, write_png_frames
 
 
-def check_real_options(folder: ModelFolder, *, image, seconds, quantize, t2i, index, vae) -> None:
+def check_real_options(folder: ModelFolder, *, image, seconds, quantize, t2i, index, vae, overlap=None) -> None:
     name = folder.pipeline
-    if seconds is not None:
+    if seconds is not None and not folder.is_i2v:  # window k + 1 could not start on window k: unrelated clips
         raise ValueError(f"--seconds (a sliding-window long video) is not available for a {name} folder: "
                          f"generate one window with --frames")
+    if overlap is not None:
+        raise ValueError(f"--overlap is not available for a {name} folder: its windows join at one frame "
+                         f"(leave out --overlap)")
     if quantize:
         raise ValueError(f"--quantize is not available for a {name} folder: load it in its own dtype (--dtype)")
     if vae is not None:
@@ -46,12 +49,17 @@ def video_size(folder: ModelFolder, height: int | None, width: int | None, frame
 def generate_real(folder: ModelFolder, *, prompt: str, out: Path, image, steps: int, guidance: float, shift: float,
                   eta: float, seed: int, frames: int | None, height: int | None, width: int | None, fps: float | None,
                   device: str, dtype: str, progress: bool, compile: bool = False, upscale: int | None = None,
-                  lossless: bool = False, frames_dir: str | Path | None = None) -> Path:
+                  lossless: bool = False, frames_dir: str | Path | None = None, seconds: float | None = None) -> Path:
     from PIL import Image
 
     from .models.families.real import RealPipeline
 
     h, w, n = video_size(folder, height, width, frames)
+    total = None
+    if seconds is not None:  # a sliding window of n-frame windows (long_video_real.py)
+        from .long_video import long_video_frames
+
+        total = long_video_frames(seconds, fps or folder.video.fps, frames=frames)
     pil = None
     if image is not None:
         if not Path(image).is_file():
@@ -65,9 +73,15 @@ def generate_real(folder: ModelFolder, *, prompt: str, out: Path, image, steps: 
         from .torch_compile import compile_transformer
 
         compile_transformer(pipe.dit)
-    video = pipe(pil, prompt, height=h, width=w, frames=n, seed=seed, steps=steps, guidance=guidance, shift=shift,
-                 eta=eta, progress=progress)
-    frames_u8 = tensor_to_frames(video)
+    sampler = dict(steps=steps, guidance=guidance, shift=shift, eta=eta)
+    if total is not None:
+        from .long_video_real import sample_long_video_real
+
+        frames_u8 = sample_long_video_real(pipe, pil, prompt, num_frames=total, height=h, width=w, frames=n,
+                                           seed=seed, progress=progress, **sampler)
+    else:
+        frames_u8 = tensor_to_frames(pipe(pil, prompt, height=h, width=w, frames=n, seed=seed, progress=progress,
+                                          **sampler))
     path = write_mp4(out, frames_u8, fps or folder.video.fps, upscale=upscale, lossless=lossless)
     if frames_dir is not None:
         write_png_frames(frames_dir, frames_u8)

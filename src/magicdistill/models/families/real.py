@@ -125,7 +125,9 @@ class RealPipeline:
 
     def _sample(self, image, prompt: str, *, height: int, width: int, frames: int, seed: int = 0, steps: int = 50,
                 guidance: float = 5.0, shift: float = 5.0, eta: float = 0.0, noise: torch.Tensor | None = None,
-                max_sequence_length: int | None = None, progress: bool = False):
+                max_sequence_length: int | None = None, progress: bool = False, identity=None):
+        """``identity``: the image for the family's image tokens when it is not the first frame ``image``
+        (a sliding-window video: the user's image in every window; long_video_real.py)."""
         if self.is_i2v and image is None:
             raise ValueError("this is an image-to-video model: give a first frame (--image)")
         if not self.is_i2v and image is not None:
@@ -142,7 +144,8 @@ class RealPipeline:
         noise = noise.to(device, torch.float32)
         enc = self.family.encode(self.pipe, self.dit, [prompt], image, height=height, width=width, frames=frames,
                                  guidance=guidance, noise=noise,
-                                 max_sequence_length=max_sequence_length or self.max_sequence_length, device=device)
+                                 max_sequence_length=max_sequence_length or self.max_sequence_length, device=device,
+                                 **({"identity": identity} if identity is not None else {}))
         x = enc.init(noise) if enc.init is not None else noise
         model, w = self.dit, guidance
         if self.dit.guidance_embeds:  # the scale is an input: one forward per step, no CFG pair
