@@ -5,6 +5,7 @@ window. Asserted on the conditioning inputs the transformer receives, not only o
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -81,3 +82,21 @@ def test_generate_seconds_on_a_wan_i2v_folder_writes_the_long_video(real_folder,
                                       str(tmp_path / "first.png"), "--out", str(tmp_path / "o.mp4"), "--seconds", "1",
                                       "--overlap", "1"])
     assert result.exit_code == 2 and "--overlap" in result.output and not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.slow
+def test_generate_seconds_on_a_hunyuan_i2v_folder(real_folder, tmp_path):
+    """HunyuanVideo-I2V windows come without their conditioning frame (diffusers drops it): a 9-frame window
+    gives 5 new frames, the conditioning frame is put in front, so windows tile as 6 frames, stride 5."""
+    path = tmp_path / "hunyuan-i2v-32"
+    path.mkdir()
+    write_derived_record(path, read_model_folder(real_folder("hunyuan-i2v")),
+                         video={"height": rf.HEIGHT, "width": rf.WIDTH, "frames": WINDOW, "fps": 15.0})
+    rf.first_frame(2).save(tmp_path / "first.png")
+    result = CliRunner().invoke(app, ["generate", "--model", str(path), "--prompt", "a person talking", "--image",
+                                      str(tmp_path / "first.png"), "--out", str(tmp_path / "long.mp4"), "--seconds",
+                                      "1", "--steps", "2", "--lossless"])
+    assert result.exit_code == 0, result.output
+    frames, _ = read_video(tmp_path / "long.mp4")
+    assert frames.shape == (15, rf.HEIGHT, rf.WIDTH, 3)  # 6 + 5 + 4 (trimmed): three windows
+    assert np.array_equal(frames[0], np.asarray(rf.first_frame(2)))  # the video starts on the user's image

@@ -180,21 +180,21 @@ def train_cmd(
     from .config import TeacherTrainConfig
     from .pipeline import SHIPPED_DIR
 
-    from .models.folder import is_real_folder
-
-    real = init_from is not None and is_real_folder(init_from)
-    if not real and (height or width or frames):
-        _fail("--height/--width/--frames apply with a diffusers --init-from folder; the tiny teacher's clip format "
-              "is --config's data")
-
     def run(cfg):
-        if real:  # a Wan / HunyuanVideo folder: train/real_teacher_train.py
+        from .models.folder import is_real_folder
+
+        if cfg.init_from and is_real_folder(cfg.init_from):  # Wan / HunyuanVideo: train/real_teacher_train.py
             from .train.real_teacher_train import train_real_teacher
 
+            if vae is not None:
+                raise ValueError(f"--vae does not apply to {cfg.init_from}: a diffusers folder uses its own vae/")
             train_real_teacher(cfg, out, resume=resume, cache_dir=cache_dir, overwrite=overwrite, height=height,
                                width=width, frames=frames,
                                task_given=getattr(ctx.get_parameter_source("task"), "name", "") == "COMMANDLINE")
             return
+        if height or width or frames:
+            raise ValueError("--height/--width/--frames apply with a diffusers --init-from folder; the tiny "
+                             "teacher's clip format is --config's data")
         from .train.teacher import train_teacher
 
         train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None,
