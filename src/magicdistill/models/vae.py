@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SUPPORTED = ("CausalPatchVAE", "AutoencoderKLHunyuanVideo", "AutoencoderKLWan")
+SUPPORTED = ("CausalPatchVAE", "AutoencoderKLHunyuanVideo", "AutoencoderKLWan", "AutoencoderKLHunyuanVideo15")
 
 
 def tiny_hunyuan_vae(latent_channels: int = 8, block_out_channels=(16, 32, 64), spatial_ratio: int = 4):

@@ -46,6 +46,10 @@ def family_of(folder: ModelFolder) -> Family:
         from .hunyuan import HUNYUAN
 
         return HUNYUAN
+    if folder.family == "hunyuan15":
+        from .hunyuan15 import HUNYUAN15
+
+        return HUNYUAN15
     raise ValueError(f"{folder.path}: family {folder.family!r} is not a diffusers family")
 
 
