@@ -136,8 +136,9 @@ class RealPipeline:
             raise ValueError("this is a text-to-video model: it takes no --image")
         device = next(self.dit.parameters()).device
         vae = self.vae
-        if height % (vae.spatial_ratio * 2) or width % (vae.spatial_ratio * 2):
-            raise ValueError(f"--height/--width {height}x{width} must be multiples of {vae.spatial_ratio * 2}")
+        step = vae.spatial_ratio * self.dit.spatial_patch  # one transformer patch in pixels
+        if height % step or width % step:
+            raise ValueError(f"--height/--width {height}x{width} must be multiples of {step}")
         shape = (1, self.dit.latent_channels, (frames - 1) // vae.temporal_ratio + 1, height // vae.spatial_ratio,
                  width // vae.spatial_ratio)
         g = torch.Generator().manual_seed(seed)
