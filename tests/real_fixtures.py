@@ -309,7 +309,7 @@ def call_kwargs(kind: str, pipe) -> dict:
         kwargs.update(guidance_scale=1.0)
     if kind in ("wan-i2v",):
         kwargs["image"] = first_frame()
-    if kind.startswith("hunyuan15"):  # guidance is the folder's guider (CFG 6); I2V: the size follows the image
+    if kind.startswith("hunyuan15"):  # guidance is the folder's guider (CFG 4.5); I2V: the size follows the image
         if kind == "hunyuan15-i2v":  # no height/width arguments: a 32x32 image at target_size 32 gives 32x32
             kwargs = {k: v for k, v in kwargs.items() if k not in ("height", "width")} | {"image": first_frame()}
         return kwargs

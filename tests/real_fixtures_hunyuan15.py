@@ -104,7 +104,7 @@ def build(kind: str, words: str):
     parts = dict(text_encoder=_qwen_text(len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id), tokenizer=tokenizer,
                  transformer=_transformer(i2v), vae=_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
                  text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
-                 guider=ClassifierFreeGuidance(guidance_scale=6.0))
+                 guider=ClassifierFreeGuidance(guidance_scale=4.5))
     if not i2v:
         return HunyuanVideo15Pipeline(**parts)
     from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel

@@ -61,7 +61,7 @@ def _ours(folder, image, noise, guidance, steps=2, shift=None):
 def test_record_reads_the_folder(real_folder, kind, task):
     folder = read_model_folder(real_folder(kind))
     assert (folder.layout, folder.family, folder.task) == ("diffusers", "hunyuan15", task)
-    assert folder.sampler.guidance == 6.0  # from its guider component, not a call default
+    assert folder.sampler.guidance == 4.5  # from its guider component (the pipeline has no guidance argument)
     assert folder.sampler.shift == 5.0
     assert (folder.video.frames, folder.video.fps) == (121, 24.0)
 
@@ -99,7 +99,7 @@ def test_a_quoted_text_goes_through_the_glyph_encoder_as_in_diffusers(real_folde
     ours = RealPipeline.from_dir(folder)
     text = ours.text_encoder()([prompt])
     assert text.mask[0, -256:].sum() > 0  # the glyph tokens are there
-    mine = ours.latents(None, prompt, height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=2, guidance=6.0,
+    mine = ours.latents(None, prompt, height=rf.HEIGHT, width=rf.WIDTH, frames=rf.FRAMES, steps=2, guidance=4.5,
                         shift=5.0, noise=_noise(2))
     assert (mine - ref).abs().max().item() < TOL
 
@@ -150,6 +150,48 @@ def test_w2s_distills_a_hunyuan15_teacher(real_folder, tmp_path, generator):
     assert result.exit_code == 0, result.output
     from magicdistill.video import read_video
 
+    assert read_video(tmp_path / "v.mp4")[0].shape == (9, 32, 32, 3)
+
+
+def test_i2v_training_conditions_equal_the_sampling_ones(real_folder):
+    """distill builds an I2V teacher's inputs from a cached first-frame latent (our VAE wrapper) and the frame as
+    a [-1, 1] tensor (SigLIP tokens through the conditioner): the same inputs generate computes from the image."""
+    import numpy as np
+
+    from magicdistill.distill.real_teacher import load_real_teacher
+    from magicdistill.models.families.hunyuan15 import first_frame_inputs
+
+    folder = read_model_folder(real_folder("hunyuan15-i2v"))
+    dit, vae, text_encoder, _ = load_real_teacher(folder, {"num_frames": rf.FRAMES}, device="cpu",
+                                                  dtype=torch.float32)
+    image = rf.first_frame()
+    frame = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 127.5 - 1
+    with torch.no_grad():
+        cached_latent = vae.encode(frame[:, :, None])
+    text = text_encoder([PROMPT])
+    cond, uncond = dit.conditions(text, text_encoder([""]), image=frame, image_latent=cached_latent)
+    latent, extra = first_frame_inputs(dit.image_conditioner.pipe, image, rf.HEIGHT, rf.WIDTH, 1, "cpu", dit.dtype)
+    torch.testing.assert_close(cond.image_latent, latent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cond.extra["image_embeds"], extra["image_embeds"], atol=1e-5, rtol=0)
+    assert uncond.extra["image_embeds"] is cond.extra["image_embeds"]  # both CFG branches see the image
+    other = torch.flip(frame, dims=[-1])  # and the tokens do depend on the frame
+    assert (dit.image_conditioner(other)["image_embeds"] - extra["image_embeds"]).abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_w2s_distills_a_hunyuan15_i2v_teacher(real_folder, tmp_path):
+    from magicdistill.video import read_video
+
+    out = tmp_path / "run"
+    result = run_cli("distill", "--teacher", real_folder("hunyuan15-i2v"), "--out", out, "--iters", 2,
+                     "--num-clips", 4, "--batch-size", 2, "--height", 32, "--width", 32, "--frames", 9)
+    assert result.exit_code == 0, result.output
+    folder = read_model_folder(out / "generator")
+    assert (folder.family, folder.task, folder.sampler.guidance) == ("hunyuan15", "i2v", 1.0)
+    rf.first_frame().save(tmp_path / "f.png")
+    result = run_cli("generate", "--model", out / "generator", "--image", tmp_path / "f.png", "--prompt",
+                     "a person talking", "--out", tmp_path / "v.mp4")
+    assert result.exit_code == 0, result.output
     assert read_video(tmp_path / "v.mp4")[0].shape == (9, 32, 32, 3)
 
 
@@ -220,7 +262,7 @@ def test_export_reloads_in_plain_diffusers_equal_to_ours(real_folder, tmp_path):
 
     jobs = [{"folder": str(tmp_path / "pipe"), "noise": str(tmp_path / "noise.pt"), "kwargs": kwargs,
              "result": str(tmp_path / "pipe.out")},
-            {"folder": str(base), "lora": str(tmp_path / "gen.safetensors"), "guidance": 6.0,
+            {"folder": str(base), "lora": str(tmp_path / "gen.safetensors"), "guidance": 4.5,
              "noise": str(tmp_path / "noise.pt"), "kwargs": kwargs, "result": str(tmp_path / "lora.out")}]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     (tmp_path / "plain.py").write_text(PLAIN_DIFFUSERS)

@@ -22,7 +22,7 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
                         frames: int | None) -> tuple[ModelFolder, dict]:
     """The folder and a tiny-style record of it (clip format + sampler), checked before anything loads."""
     folder = read_model_folder(teacher_dir)
-    if folder.is_i2v and folder.family != "wan":  # HunyuanVideo-I2V's prompt embedding depends on the image
+    if folder.is_i2v and folder.family == "hunyuan":  # HunyuanVideo-I2V's prompt embedding depends on the image
         raise ValueError(f"distilling an image-to-video {folder.pipeline} teacher is not supported yet: "
                          f"distil its text-to-video folder")
     if cfg.method not in METHODS:
@@ -40,7 +40,11 @@ def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.d
     from ..models.families.wan import WanImageConditioner
 
     pipe = RealPipeline.from_dir(folder.path, device=device, dtype=dtype)
-    if pipe.dit.is_i2v:
+    if pipe.dit.is_i2v and folder.family == "hunyuan15":  # SigLIP tokens; the latent comes from the cache
+        from ..models.families.hunyuan15 import HunyuanVideo15ImageConditioner
+
+        pipe.dit.image_conditioner = HunyuanVideo15ImageConditioner(pipe.pipe)
+    elif pipe.dit.is_i2v:
         pipe.dit.image_conditioner = WanImageConditioner(pipe.pipe, frames=meta["num_frames"])
     return pipe.dit, pipe.vae, pipe.text_encoder(), folder.component_path("vae")
 
