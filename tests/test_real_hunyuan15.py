@@ -195,6 +195,21 @@ def test_w2s_distills_a_hunyuan15_i2v_teacher(real_folder, tmp_path):
     assert read_video(tmp_path / "v.mp4")[0].shape == (9, 32, 32, 3)
 
 
+@pytest.mark.parametrize("command,kind", [("quantize", "hunyuan15-t2v"), ("cast-weights", "hunyuan15-i2v")])
+def test_quantize_and_cast_rewrite_only_the_transformer(real_folder, tmp_path, command, kind):
+    source = real_folder(kind)
+    extra = ["--dtype", "bfloat16"] if command == "cast-weights" else []
+    result = run_cli(command, "--model", source, "--out", tmp_path / "c", *extra)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "c" / "text_encoder").exists() and not (tmp_path / "c" / "vae").exists()
+    folder = read_model_folder(tmp_path / "c")
+    assert folder.family == "hunyuan15" and folder.component_path("text_encoder_2") == source.resolve() / "text_encoder_2"
+    image = rf.first_frame() if kind.endswith("i2v") else None
+    lat, lat_c = _ours(source, image, _noise(4), 3.0), _ours(tmp_path / "c", image, _noise(4), 3.0)
+    err = (lat_c - lat).abs().max().item()
+    assert 0 < err < 0.05 * lat.abs().max().item()  # int8 / bf16 rounding of the transformer's weights only
+
+
 # --- export: reloaded by plain diffusers -------------------------------------------------------------
 PLAIN_DIFFUSERS = r"""
 import json, sys, torch
