@@ -292,3 +292,33 @@ def test_export_reloads_in_plain_diffusers_equal_to_ours(real_folder, tmp_path):
     assert got["adapted"] == len(lora.layers)
     torch.testing.assert_close(got["latents"], merged_latents, atol=1e-5, rtol=0)
     assert (got["latents"] - base_latents).abs().max() > 1e-3  # the LoRA does change the output
+
+
+@pytest.mark.slow
+def test_i2v_generator_exports_to_an_image_to_video_pipeline(real_folder, tmp_path):
+    """An I2V generator: the export is a HunyuanVideo15ImageToVideoPipeline (SigLIP encoder and all, guider at 1)
+    whose latents equal ours for the same first frame and noise."""
+    import diffusers
+
+    from magicdistill.models.export import export_model
+    from magicdistill.models.folder import write_derived_record
+
+    base = real_folder("hunyuan15-i2v")
+    model = diffusers.HunyuanVideo15Transformer3DModel.from_pretrained(base / "transformer")
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    model.save_pretrained(tmp_path / "gen" / "transformer")
+    write_derived_record(tmp_path / "gen", read_model_folder(base), sampler={
+        "kind": "euler", "steps": STEPS, "shift": SHIFT, "eta": 0.0, "schedule": "shifted_linear", "guidance": 1.0})
+    export_model(tmp_path / "gen", tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == "HunyuanVideo15ImageToVideoPipeline" and index["image_encoder"][1] == "SiglipVisionModel"
+    pipe = diffusers.HunyuanVideo15ImageToVideoPipeline.from_pretrained(tmp_path / "pipe")
+    pipe.set_progress_bar_config(disable=True)
+    image, noise = rf.first_frame(), _noise(12)
+    theirs = pipe(image=image, prompt=PROMPT, num_frames=rf.FRAMES, num_inference_steps=STEPS, latents=noise.clone(),
+                  output_type="latent").frames
+    ours = _ours(tmp_path / "gen", image, noise, 1.0, steps=STEPS, shift=SHIFT)
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
