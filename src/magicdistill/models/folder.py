@@ -14,7 +14,7 @@ Three layouts are read:
    a converted I2V model): only the changed components in diffusers format (``transformer/``,
    optionally ``transformer_2/``, ...) plus ``magicdistill.json``::
 
-       {"family": "wan" | "hunyuan",
+       {"family": "wan" | "hunyuan" | "hunyuan15",
         "base": "<path of the source diffusers pipeline folder, RELATIVE to this folder>",
         "pipeline": "<the base's pipeline class, e.g. WanImageToVideoPipeline>",      (optional)
         "sampler": {"kind": "euler", "steps": 4, "shift": 5.0, "guidance": 1.0, "eta": 0.0},
