@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-KINDS = ("wan-t2v", "wan-i2v", "hunyuan-t2v", "hunyuan-i2v", "wan22-ti2v", "wan22-a14b")
+KINDS = ("wan-t2v", "wan-i2v", "hunyuan-t2v", "hunyuan-i2v", "wan22-ti2v", "wan22-a14b",
+         "hunyuan15-t2v", "hunyuan15-i2v")  # HunyuanVideo-1.5: tests/real_fixtures_hunyuan15.py
 
 # Latent/video geometry every kind can be called with: 9 frames -> 3 latent frames (temporal /4),
 # 32 px -> 4 latents (spatial /8) or 2 latents (Wan 2.2 VAE, spatial /16).
@@ -234,6 +235,10 @@ def build_pipeline(kind: str):
     """The diffusers pipeline object of one kind (random weights, fixed seeds)."""
     if kind not in KINDS:
         raise ValueError(f"unknown fixture kind {kind!r}; one of {KINDS}")
+    if kind.startswith("hunyuan15"):
+        import real_fixtures_hunyuan15
+
+        return real_fixtures_hunyuan15.build(kind, _WORDS)
     return _hunyuan(kind) if kind.startswith("hunyuan") else _wan(kind)
 
 
@@ -243,10 +248,11 @@ def build_folder(kind: str, path) -> Path:
     build_pipeline(kind).save_pretrained(path, safe_serialization=True)
     # Without torchvision transformers saves its PIL fallback class; the published folders name
     # CLIPImageProcessor, which loads (through the same fallback) here too.
-    for name in ("model_index.json", "image_processor/preprocessor_config.json"):
+    for name in ("model_index.json", "image_processor/preprocessor_config.json",
+                 "feature_extractor/preprocessor_config.json"):  # (HunyuanVideo-1.5 I2V: SigLIP's)
         file = path / name
         if file.exists():
-            file.write_text(file.read_text().replace("CLIPImageProcessorPil", "CLIPImageProcessor"))
+            file.write_text(file.read_text().replace("ImageProcessorPil", "ImageProcessor"))
     return path
 
 
@@ -303,6 +309,10 @@ def call_kwargs(kind: str, pipe) -> dict:
         kwargs.update(guidance_scale=1.0)
     if kind in ("wan-i2v",):
         kwargs["image"] = first_frame()
+    if kind.startswith("hunyuan15"):  # guidance is the folder's guider (CFG 4.5); I2V: the size follows the image
+        if kind == "hunyuan15-i2v":  # no height/width arguments: a 32x32 image at target_size 32 gives 32x32
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("height", "width")} | {"image": first_frame()}
+        return kwargs
     if kind.startswith("hunyuan"):
         kwargs.update(prompt_template=hunyuan_prompt_template(pipe.tokenizer, kind == "hunyuan-i2v"),
                       max_sequence_length=16)

@@ -16,6 +16,10 @@ EXPECTED = {
                     {"transformer": {"in_channels": 33, "image_condition_type": "latent_concat"}}),
     "wan22-ti2v": ("WanPipeline", {"transformer": {"in_channels": 48}, "vae": {"z_dim": 48, "patch_size": 2}}),
     "wan22-a14b": ("WanPipeline", {"transformer_2": {"in_channels": 16}}),
+    "hunyuan15-t2v": ("HunyuanVideo15Pipeline", {"transformer": {"in_channels": 33, "task_type": "t2v"},
+                                                 "vae": {"spatial_compression_ratio": 16}}),
+    "hunyuan15-i2v": ("HunyuanVideo15ImageToVideoPipeline", {"transformer": {"in_channels": 33, "task_type": "i2v"},
+                                                             "image_encoder": {"model_type": "siglip_vision_model"}}),
 }
 
 

@@ -38,7 +38,11 @@ def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.d
     from ..models.families.wan import WanImageConditioner
 
     pipe = RealPipeline.from_dir(folder.path, device=device, dtype=dtype)
-    if pipe.dit.is_i2v:
+    if pipe.dit.is_i2v and folder.family == "hunyuan15":  # SigLIP tokens; the latent comes from the cache
+        from ..models.families.hunyuan15 import HunyuanVideo15ImageConditioner
+
+        pipe.dit.image_conditioner = HunyuanVideo15ImageConditioner(pipe.pipe)
+    elif pipe.dit.is_i2v:
         pipe.dit.image_conditioner = WanImageConditioner(pipe.pipe, frames=meta["num_frames"])
     return pipe.dit, pipe.vae, pipe.text_encoder(), folder.component_path("vae")
 

@@ -66,17 +66,32 @@ def export_scheduler(base_scheduler_dir: str | Path, *, shift: float, steps: int
     return getattr(diffusers, config["_class_name"]).from_config(config, **overrides)
 
 
+def call_args(index: dict, steps: int, guidance: float) -> str:
+    """The pipeline call's arguments; a pipeline with a ``guider`` component (HunyuanVideo-1.5) reads its
+    guidance scale from the guider's config (export writes it there), not from an argument."""
+    return f"num_inference_steps={steps}" + ("" if "guider" in index else f", guidance_scale={guidance:g}")
+
+
+def export_guider(base_guider_dir: Path, dst: Path, guidance: float) -> None:
+    """The base's guider with the generator's guidance scale (1.0: no classifier-free guidance pair)."""
+    import diffusers
+
+    config = _read_json(base_guider_dir / "guider_config.json")
+    getattr(diffusers, config["_class_name"]).from_config(config, guidance_scale=guidance).save_pretrained(dst)
+
+
 def _model_card(index: dict, steps: int, guidance: float, shift: float, lora: bool = False) -> str:
     cls = index["_class_name"]
     guidance_note = ("embedded guidance (the scale is a model input)" if cls == "HunyuanVideoPipeline"
                      else "1.0 = no classifier-free guidance pair" if guidance == 1.0 else "classifier-free guidance")
+    where = "its guider config holds" if "guider" in index else "pass"
     load = ("pipe = DiffusionPipeline.from_pretrained(BASE)\npipe.load_lora_weights(FILE)" if lora
             else "pipe = DiffusionPipeline.from_pretrained(DIR)")
     return (f"# Few-step generator ({cls})\n\nDistilled with magicdistill. The scheduler config holds the shift "
-            f"({shift:g}); diffusers reads no step count or guidance from a folder, so pass them:\n\n"
+            f"({shift:g}); diffusers reads no step count from a folder, so pass it:\n\n"
             f"```python\nfrom diffusers import DiffusionPipeline\n{load}\n"
-            f"video = pipe(prompt, num_inference_steps={steps}, guidance_scale={guidance:g}).frames[0]\n```\n\n"
-            f"guidance_scale {guidance:g}: {guidance_note}.\n")
+            f"video = pipe(prompt, {call_args(index, steps, guidance)}).frames[0]\n```\n\n"
+            f"guidance scale {guidance:g} ({where} it): {guidance_note}.\n")
 
 
 def _transformer_dir(module_or_dir, name: str, dst: Path) -> None:
@@ -113,6 +128,8 @@ def export_pipeline(base_dir: str | Path, out: str | Path, *, transformer, trans
                 continue
             if name in TRANSFORMERS and given.get(name) is not None:
                 _transformer_dir(given[name], name, tmp / name)
+            elif name == "guider":
+                export_guider(base_dir / name, tmp / name, guidance)
             else:
                 shutil.copytree(base_dir / name, tmp / name, copy_function=_link_or_copy)
         scheduler.save_pretrained(tmp / "scheduler")
@@ -199,9 +216,23 @@ def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.
         raise ValueError(f"{base_dir} has two experts (transformer_2): export its generator as a pipeline folder; "
                          "a LoRA file covers one transformer")
     with atomic_file(file, suffix=".safetensors") as tmp:
-        pipe_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
-                                   transformer_lora_layers=tensors)
+        if hasattr(pipe_cls, "save_lora_weights"):
+            pipe_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
+                                       transformer_lora_layers=tensors)
+        else:  # no LoRA loader for this pipeline (HunyuanVideo-1.5): the same file, for the transformer's own
+            from safetensors.torch import save_file  # load_lora_adapter(FILE, prefix="transformer")
+
+            save_file({f"transformer.{k}": v for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
     return file
+
+
+def lora_loader(base_dir: str | Path) -> str:
+    """How plain diffusers loads the LoRA file on the base pipeline ``pipe``."""
+    import diffusers
+
+    pipe_cls = getattr(diffusers, _read_json(Path(base_dir) / INDEX)["_class_name"])
+    return ("pipe.load_lora_weights" if hasattr(pipe_cls, "load_lora_weights")
+            else 'pipe.transformer.load_lora_adapter(FILE, prefix="transformer")')
 
 
 # ---- from a generator folder ---------------------------------------------------------------------
@@ -253,18 +284,22 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
         export_pipeline(folder.base, out, transformer=folder.path / "transformer",
                         transformer_2=folder.path / "transformer_2" if "transformer_2" in own else None,
                         steps=s.steps, shift=s.shift, guidance=s.guidance)
-        lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, num_inference_steps={s.steps}, "
-                     f"guidance_scale={s.guidance:g}) (shift {s.shift:g} is in its scheduler config)")
+        index = _read_json(Path(out) / INDEX)
+        lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, {call_args(index, s.steps, s.guidance)}) "
+                     f"(shift {s.shift:g} is in its scheduler config"
+                     + (f", guidance {s.guidance:g} in its guider config)" if "guider" in index else ")"))
     if lora is not None:
         tensors, report = lora_from_difference(_state_dict(folder.base / "transformer"),
                                                _state_dict(folder.path / "transformer"), rank)
         write_lora(folder.base, lora, tensors)
-        lines.append(f"{lora}: rank-{rank} LoRA of {report['layers']} linear layers for pipe.load_lora_weights on "
+        lines.append(f"{lora}: rank-{rank} LoRA of {report['layers']} linear layers for {lora_loader(folder.base)} on "
                      f"{folder.base}; it carries {100 * report['captured']:.2f} % of the weight change"
                      + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
                         "use --out for the exact model)" if report["left_out"] > 0 else ""))
         overrides = scheduler_overrides(_read_json(folder.base / "scheduler" / "scheduler_config.json"),
                                         shift=s.shift, steps=s.steps)
+        base_index = _read_json(folder.base / INDEX)
+        guider = (f"pipe.guider = pipe.guider.new(guidance_scale={s.guidance:g}); " if "guider" in base_index else "")
         lines.append(f"  then: pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **{overrides}); "
-                     f"pipe(prompt, num_inference_steps={s.steps}, guidance_scale={s.guidance:g})")
+                     f"{guider}pipe(prompt, {call_args(base_index, s.steps, s.guidance)})")
     return lines

@@ -14,7 +14,7 @@ Three layouts are read:
    a converted I2V model): only the changed components in diffusers format (``transformer/``,
    optionally ``transformer_2/``, ...) plus ``magicdistill.json``::
 
-       {"family": "wan" | "hunyuan",
+       {"family": "wan" | "hunyuan" | "hunyuan15",
         "base": "<path of the source diffusers pipeline folder, RELATIVE to this folder>",
         "pipeline": "<the base's pipeline class, e.g. WanImageToVideoPipeline>",      (optional)
         "sampler": {"kind": "euler", "steps": 4, "shift": 5.0, "guidance": 1.0, "eta": 0.0},
@@ -48,6 +48,8 @@ PIPELINES: dict[str, tuple[str, str]] = {
     "WanImageToVideoPipeline": ("wan", "i2v"),
     "HunyuanVideoPipeline": ("hunyuan", "t2v"),
     "HunyuanVideoImageToVideoPipeline": ("hunyuan", "i2v"),
+    "HunyuanVideo15Pipeline": ("hunyuan15", "t2v"),
+    "HunyuanVideo15ImageToVideoPipeline": ("hunyuan15", "i2v"),
 }
 # what each pipeline does when called without arguments (diffusers 0.42's __call__ defaults)
 PIPELINE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -55,6 +57,9 @@ PIPELINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "WanImageToVideoPipeline": {"guidance": 5.0, "video": (480, 832, 81, 16.0)},
     "HunyuanVideoPipeline": {"guidance": 6.0, "video": (720, 1280, 129, 15.0)},
     "HunyuanVideoImageToVideoPipeline": {"guidance": 1.0, "video": (720, 1280, 129, 15.0)},
+    # HunyuanVideo-1.5: the 480p size (target_size 640, 16:9); its guidance is the folder's guider (_guider_scale)
+    "HunyuanVideo15Pipeline": {"guidance": 6.0, "video": (480, 848, 121, 24.0)},
+    "HunyuanVideo15ImageToVideoPipeline": {"guidance": 6.0, "video": (480, 848, 121, 24.0)},
 }
 TEACHER_SAMPLER = {"kind": "euler", "steps": 50, "guidance": 6.0, "shift": 5.0, "eta": 0.0}
 
@@ -87,7 +92,7 @@ class ModelFolder(_Record):
 
     path: Path
     layout: Literal["tiny", "diffusers", "derived"]
-    family: Literal["tiny", "wan", "hunyuan"]
+    family: Literal["tiny", "wan", "hunyuan", "hunyuan15"]
     task: Literal["t2v", "i2v"]
     pipeline: Optional[str] = None  # the diffusers pipeline class (real families)
     base: Optional[Path] = None  # derived folders: the source pipeline folder (resolved)
@@ -242,6 +247,16 @@ def _scheduler_shift(pipeline_dir: Path) -> float:
     return float(shift if shift is not None else 1.0)
 
 
+def _guider_scale(pipeline_dir: Path, default: float) -> float:
+    """A pipeline whose guidance is a component (HunyuanVideo-1.5's ``guider``): its guidance_scale."""
+    f = pipeline_dir / "guider" / "guider_config.json"
+    if not f.is_file():
+        return default
+    cfg = read_json(f)
+    _check_finite(f, cfg)
+    return float(cfg.get("guidance_scale", default))
+
+
 def is_real_folder(path: str | Path) -> bool:
     """A diffusers pipeline folder or one magicdistill derived from it (not the tiny default's layout)."""
     return (Path(path) / RECORD).is_file() or (Path(path) / INDEX).is_file()
@@ -280,7 +295,8 @@ def _read_diffusers(path: Path, record: dict | None = None, record_file: Path | 
     family, task = PIPELINES[cls]
     defaults = PIPELINE_DEFAULTS[cls]
     h, w, n, fps = defaults["video"]
-    sampler = {"kind": "euler", "steps": 50, "guidance": defaults["guidance"], "shift": _scheduler_shift(path),
+    sampler = {"kind": "euler", "steps": 50, "guidance": _guider_scale(path, defaults["guidance"]),
+               "shift": _scheduler_shift(path),
                "eta": 0.0}
     video = {"height": h, "width": w, "frames": n, "fps": fps}
     rec = record or {}

@@ -30,6 +30,8 @@ LORA_TARGETS = {
     "HunyuanVideoTransformer3DModel": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
                                        "to_add_out"],
     "WanTransformer3DModel": ["to_q", "to_k", "to_v", "to_out.0"],
+    "HunyuanVideo15Transformer3DModel": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
+                                         "to_add_out"],
 }
 
 # the feed-forward projections, added by targets "attention_ffn" (Hunyuan's single blocks: proj_mlp in,
@@ -38,6 +40,7 @@ FFN_TARGETS = {
     "HunyuanVideoTransformer3DModel": ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
                                        "proj_mlp", "single_transformer_blocks.*.proj_out"],
     "WanTransformer3DModel": ["ffn.net.0.proj", "ffn.net.2"],
+    "HunyuanVideo15Transformer3DModel": ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"],
 }
 TARGET_GROUPS = ("attention", "attention_ffn")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SUPPORTED = ("CausalPatchVAE", "AutoencoderKLHunyuanVideo", "AutoencoderKLWan")
+SUPPORTED = ("CausalPatchVAE", "AutoencoderKLHunyuanVideo", "AutoencoderKLWan", "AutoencoderKLHunyuanVideo15")
 
 
 def tiny_hunyuan_vae(latent_channels: int = 8, block_out_channels=(16, 32, 64), spatial_ratio: int = 4):
@@ -75,6 +75,10 @@ class VideoVAE(nn.Module):
             # Our clips are short; temporal tiling would blend tiles and change results for T > 16.
             model.use_framewise_encoding = False
             model.use_framewise_decoding = False
+            if name == "AutoencoderKLHunyuanVideo15":
+                # its causal attention mask does not broadcast over a batch of 2+ (diffusers 0.42.1):
+                # one sample at a time, which diffusers' own slicing does
+                model.use_slicing = True
 
     # --- shapes ---------------------------------------------------------------------------
     def latent_frames(self, num_frames: int) -> int:

@@ -85,6 +85,12 @@ class RealDiT(nn.Module):
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
 
     @property
+    def spatial_patch(self) -> int:
+        """The transformer's spatial patch size (HunyuanVideo, Wan: 2; HunyuanVideo-1.5: 1)."""
+        p = self.transformer.config.patch_size
+        return int(p[-1] if isinstance(p, (tuple, list)) else p)
+
+    @property
     def latent_channels(self) -> int:
         return self.transformer.config.out_channels
 

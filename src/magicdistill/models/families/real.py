@@ -46,6 +46,10 @@ def family_of(folder: ModelFolder) -> Family:
         from .hunyuan import HUNYUAN
 
         return HUNYUAN
+    if folder.family == "hunyuan15":
+        from .hunyuan15 import HUNYUAN15
+
+        return HUNYUAN15
     raise ValueError(f"{folder.path}: family {folder.family!r} is not a diffusers family")
 
 
@@ -134,8 +138,9 @@ class RealPipeline:
             raise ValueError("this is a text-to-video model: it takes no --image")
         device = next(self.dit.parameters()).device
         vae = self.vae
-        if height % (vae.spatial_ratio * 2) or width % (vae.spatial_ratio * 2):
-            raise ValueError(f"--height/--width {height}x{width} must be multiples of {vae.spatial_ratio * 2}")
+        step = vae.spatial_ratio * self.dit.spatial_patch  # one transformer patch in pixels
+        if height % step or width % step:
+            raise ValueError(f"--height/--width {height}x{width} must be multiples of {step}")
         shape = (1, self.dit.latent_channels, (frames - 1) // vae.temporal_ratio + 1, height // vae.spatial_ratio,
                  width // vae.spatial_ratio)
         g = torch.Generator().manual_seed(seed)
