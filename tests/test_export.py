@@ -31,6 +31,12 @@ for job in jobs:
     if job.get("lora"):
         pipe.load_lora_weights(job["lora"])
         adapted = sum(isinstance(m, LoraLayer) for m in pipe.transformer.modules())
+    if job.get("lora_2"):  # Wan 2.2 A14B: the second expert's file
+        pipe.load_lora_weights(job["lora_2"], load_into_transformer_2=True)
+        adapted += sum(isinstance(m, LoraLayer) for m in pipe.transformer_2.modules())
+    if job.get("scheduler"):  # what export prints to set on the base pipeline
+        import diffusers
+        pipe.scheduler = getattr(diffusers, job["scheduler"][0])(**job["scheduler"][1])
     kwargs = dict(job["kwargs"], latents=torch.load(job["noise"]), output_type="latent",
                   generator=torch.Generator().manual_seed(0))
     latents = pipe(**kwargs).frames
@@ -90,13 +96,13 @@ def _noise(seed):
     return torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
 
 
-def _with_lora(base, rank=4, alpha=8.0, seed=7):
+def _with_lora(base, rank=4, alpha=8.0, seed=7, name="transformer"):
     """The base transformer with a magicdistill LoRA (alpha / rank = 2) whose B is not zero."""
     import diffusers
     from magicdistill.models.lora import SharedLoRA
 
-    cls = getattr(diffusers, json.loads((base / "transformer" / "config.json").read_text())["_class_name"])
-    model = cls.from_pretrained(base / "transformer")
+    cls = getattr(diffusers, json.loads((base / name / "config.json").read_text())["_class_name"])
+    model = cls.from_pretrained(base / name)
     lora = SharedLoRA(model, rank=rank, alpha=alpha, adapter="generator")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -125,6 +131,7 @@ def exported(real_folder, tmp_path_factory):
 
     from magicdistill.cli import app
     from magicdistill.models.export import lora_from_peft, write_lora
+    from magicdistill.models.folder import read_model_folder, write_derived_record
     from magicdistill.models.lora import merged
 
     root = tmp_path_factory.mktemp("export")
@@ -162,6 +169,27 @@ def exported(real_folder, tmp_path_factory):
     ours[kind] = _ours(gen, kind, noise)
     jobs.append({"name": f"pipe-{kind}", "folder": str(root / f"pipe-{kind}"), "noise": str(root / f"noise-{kind}.pt"),
                  "kwargs": _call_kwargs(kind, base), "result": str(root / f"pipe-{kind}.out")})
+    # ... and a low-rank A14B generator as two LoRA files (one per expert) on the base pipeline
+    lgen = root / "gen-a14b-lora"
+    loras = {}
+    for j, name in enumerate(("transformer", "transformer_2")):
+        model, lora = _with_lora(base, rank=4, seed=20 + j, name=name)
+        merged(model).save_pretrained(lgen / name)
+        loras[name] = len(lora.layers)
+    write_derived_record(lgen, read_model_folder(base), sampler={"kind": "euler", "steps": STEPS, "shift": SHIFT,
+                                                                 "eta": 0.0, "schedule": "shifted_linear",
+                                                                 "guidance": 1.0})
+    result = CliRunner().invoke(app, ["export", "--model", str(lgen), "--lora", str(root / "a14b.safetensors"),
+                                      "--rank", "4"])
+    assert result.exit_code == 0, result.output
+    ours["a14b-lora-output"] = result.output
+    ours["a14b-lora"] = _ours(lgen, kind, noise)
+    ours["a14b-lora-layers"] = loras
+    ours["a14b-base"] = _pipeline_latents(base, kind, noise)
+    jobs.append({"name": "lora-a14b", "folder": str(base), "lora": str(root / "a14b.safetensors"),
+                 "lora_2": str(root / "a14b.transformer_2.safetensors"), "noise": str(root / f"noise-{kind}.pt"),
+                 "scheduler": ["FlowMapEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": SHIFT}],
+                 "kwargs": _call_kwargs(kind, base), "result": str(root / "lora-a14b.out")})
     (root / "jobs.json").write_text(json.dumps(jobs))
     (root / "plain.py").write_text(PLAIN_DIFFUSERS)
     run = subprocess.run([sys.executable, str(root / "plain.py"), str(root / "jobs.json")], capture_output=True,
@@ -223,6 +251,21 @@ def test_a14b_two_expert_generator_reloads_in_plain_diffusers_equal_to_ours(expo
     assert got["latents"].shape == ours["wan22-a14b"].shape
     torch.testing.assert_close(got["latents"], ours["wan22-a14b"], atol=ATOL, rtol=0)
     assert ours["wan22-a14b"].abs().mean() > 0.1
+
+
+def test_a14b_lora_files_one_per_expert_act_on_the_base_as_merging(exported):
+    """export --lora of a two-expert generator writes FILE (transformer) and FILE's .transformer_2 sibling;
+    loaded on the base pipeline (the second with load_into_transformer_2=True) and run with the printed
+    scheduler, plain diffusers equals our sampling of the merged generator."""
+    _, ours, theirs = exported
+    out = ours["a14b-lora-output"]
+    assert "load_into_transformer_2=True" in out and "a14b.transformer_2.safetensors" in out
+    assert "diffusers.FlowMapEulerDiscreteScheduler(num_train_timesteps=1000, shift=4.0)" in out
+    assert out.count("carries 100.00 %") == 2
+    got = theirs["lora-a14b"]
+    assert got["adapted"] == sum(ours["a14b-lora-layers"].values())  # both experts' layers found their modules
+    torch.testing.assert_close(got["latents"], ours["a14b-lora"], atol=ATOL, rtol=0)
+    assert (got["latents"] - ours["a14b-base"]).abs().max() > 100 * ATOL  # the LoRAs do change the output
 
 
 @pytest.mark.parametrize("kind", ["hunyuan-t2v", "wan-t2v"])

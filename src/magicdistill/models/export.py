@@ -22,7 +22,9 @@ Two products, both for the *base* diffusers pipeline the generator was distilled
   as is (its alpha/rank scale folded into B, since diffusers loads LoRAs at scale alpha = rank);
   a full-weight generator becomes one by a rank-``r`` SVD of each linear layer's weight change.
   What a LoRA cannot carry (changed biases, norms, embeddings, or the part of a change beyond rank
-  r) is measured and reported, never dropped silently.
+  r) is measured and reported, never dropped silently. A two-expert generator (Wan 2.2 A14B) gets one
+  file per expert: ``FILE`` for ``transformer`` and ``<stem>.transformer_2.safetensors`` beside it,
+  which diffusers' Wan LoRA loader takes with ``load_into_transformer_2=True``.
 
 The embedded tiny default (10x10 patch embedding, gated 32-channel output) has no diffusers
 equivalent; ``export`` says so instead of writing something diffusers would load wrongly.
@@ -205,6 +207,12 @@ def lora_from_difference(base: dict[str, torch.Tensor], tuned: dict[str, torch.T
     return out, {"captured": captured / total, "left_out": left_out / total, "layers": layers}
 
 
+def expert_lora_file(file: str | Path, name: str) -> Path:
+    """Where expert ``name``'s LoRA goes: ``file`` for ``transformer``, ``<stem>.transformer_2.safetensors`` beside it."""
+    file = Path(file)
+    return file if name == "transformer" else file.with_name(f"{file.stem}.{name}{file.suffix}")
+
+
 def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
     """Save diffusers-format LoRA tensors with the base pipeline class's own ``save_lora_weights``."""
     import diffusers
@@ -216,9 +224,7 @@ def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.
         raise ValueError(f"--lora {file}: the LoRA file must end in .safetensors")
     index = _read_json(base_dir / INDEX)
     pipe_cls = getattr(diffusers, index["_class_name"])
-    if (index.get("transformer_2") or [None])[0]:
-        raise ValueError(f"{base_dir} has two experts (transformer_2): export its generator as a pipeline folder; "
-                         "a LoRA file covers one transformer")
+    # one file per transformer; a second expert's file has the same layout, loaded with load_into_transformer_2
     with atomic_file(file, suffix=".safetensors") as tmp:
         pipe_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
                                    transformer_lora_layers=tensors)
@@ -265,9 +271,6 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
     own = [name for name in TRANSFORMERS if (folder.path / name).is_dir()]
     if not own:
         raise ValueError(f"{model_dir} holds no transformer/ of its own: there is no generator to export")
-    if lora is not None and "transformer_2" in own:
-        raise ValueError(f"{model_dir} has two experts: export it as a pipeline folder (--out); "
-                         "a LoRA file covers one transformer")
     s = folder.sampler
     if s.kind == "consistency":  # FlowMatchLCMScheduler has neither our grid nor our noise draws
         raise ValueError(f"{model_dir} is a consistency (LCM) generator: the exported pipelines would take Euler "
@@ -279,14 +282,22 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
                         steps=s.steps, shift=s.shift, guidance=s.guidance)
         lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, num_inference_steps={s.steps}, "
                      f"guidance_scale={s.guidance:g}) (shift {s.shift:g} is in its scheduler config)")
-    if lora is not None:
-        tensors, report = lora_from_difference(_state_dict(folder.base / "transformer"),
-                                               _state_dict(folder.path / "transformer"), rank)
-        write_lora(folder.base, lora, tensors)
-        lines.append(f"{lora}: rank-{rank} LoRA of {report['layers']} linear layers for pipe.load_lora_weights on "
-                     f"{folder.base}; it carries {100 * report['captured']:.2f} % of the weight change"
-                     + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
-                        "use --out for the exact model)" if report["left_out"] > 0 else ""))
+    if lora is not None:  # Wan 2.2 A14B: one file per distilled expert
+        loads = []
+        for name in own:
+            file = expert_lora_file(lora, name)
+            tensors, report = lora_from_difference(_state_dict(folder.base / name), _state_dict(folder.path / name),
+                                                   rank)
+            write_lora(folder.base, file, tensors)
+            into = ", load_into_transformer_2=True" if name == "transformer_2" else ""
+            loads.append(f"pipe.load_lora_weights({str(file)!r}{into})")
+            lines.append(f"{file}: rank-{rank} LoRA of {report['layers']} linear layers of {name} for "
+                         f"pipe.load_lora_weights(FILE{into}) on {folder.base}; it carries "
+                         f"{100 * report['captured']:.2f} % of the weight change"
+                         + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
+                            "use --out for the exact model)" if report["left_out"] > 0 else ""))
+        if len(loads) > 1:
+            lines.append("  load both: " + "; ".join(loads))
         call = scheduler_call(folder.pipeline, _read_json(folder.base / "scheduler" / "scheduler_config.json"),
                               shift=s.shift)
         lines.append(f"  then: {call}; pipe(prompt, num_inference_steps={s.steps}, guidance_scale={s.guidance:g})")
