@@ -379,3 +379,24 @@ def test_wan_i2v_generator_exports_to_an_image_to_video_pipeline(real_folder, tm
                                               guidance=1.0, shift=SHIFT, noise=noise.clone())
     assert type(pipe.scheduler).__name__ == "FlowMapEulerDiscreteScheduler"
     torch.testing.assert_close(theirs, ours, atol=ATOL, rtol=0)
+
+
+def test_scheduler_spec_per_pipeline():
+    """HunyuanVideo's pipelines pass their own sigmas, so FlowMatchEuler + shift is exact there; Wan's call
+    set_timesteps(N) alone, where only FlowMapEuler gives our grid (FlowMatchEuler's ends before 0)."""
+    import diffusers
+    from magicdistill.flow import sigma_schedule
+    from magicdistill.models.export import scheduler_spec
+
+    flow_match = {**diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0).config,
+                  "_class_name": "FlowMatchEulerDiscreteScheduler"}  # as scheduler_config.json holds it
+    assert scheduler_spec("HunyuanVideoPipeline", flow_match, shift=SHIFT)[1]["shift"] == SHIFT
+    assert scheduler_spec("HunyuanVideoPipeline", flow_match, shift=SHIFT)[0] == "FlowMatchEulerDiscreteScheduler"
+    for pipeline in ("WanPipeline", "WanImageToVideoPipeline"):
+        name, config = scheduler_spec(pipeline, flow_match, shift=SHIFT)
+        assert (name, config) == ("FlowMapEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": SHIFT})
+    wan_grid = diffusers.FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    wan_grid.set_timesteps(STEPS)  # what WanPipeline would get from FlowMatchEuler: not the generator's grid
+    assert (wan_grid.sigmas - sigma_schedule(STEPS, SHIFT)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="not a flow-matching scheduler"):
+        scheduler_spec("WanPipeline", {**diffusers.DDIMScheduler().config, "_class_name": "DDIMScheduler"}, shift=SHIFT)
