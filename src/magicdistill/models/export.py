@@ -84,7 +84,7 @@ def scheduler_call(pipeline: str, config: dict, *, shift: float) -> str:
     """The line that sets a loaded base pipeline's scheduler for the generator (shown with --lora)."""
     name, kwargs = scheduler_spec(pipeline, config, shift=shift)
     if name == config.get("_class_name"):
-        return f"pipe.scheduler = {name}.from_config(pipe.scheduler.config, shift={shift:g})"
+        return f"pipe.scheduler = diffusers.{name}.from_config(pipe.scheduler.config, shift={shift:g})"
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     return f"pipe.scheduler = diffusers.{name}({args})"
 
