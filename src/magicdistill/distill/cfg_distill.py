@@ -6,6 +6,13 @@ projection starts at zero, so the student is exactly the teacher at step 0. Trai
   L = lambda_cfg * || v_hat(x, s, w, c) - v_s(x, s, w, c) ||^2 + L_base,  w ~ U[w_min, w_max],
 with v_hat = v_u + w (v_c - v_u) the teacher's CFG output and L_base the flow-matching loss of the
 student at w = 1 (where CFG is the conditional output).
+
+A transformer with no slot for a guidance embedding that diffusers would load (Wan's
+``WanTransformer3DModel``) is distilled at one fixed scale instead, the teacher's guidance
+(``real_guidance``): L = lambda_cfg * || v_hat(x, s, w, c) - v_s(x, s, c) ||^2, no L_base (a student
+without the input cannot also be the w = 1 model); it then samples with guidance 1 (one forward per
+step) and saves as a plain transformer of the teacher's class. A guidance-embedded teacher
+(HunyuanVideo T2V) is refused before this module is reached: it has no CFG pair to distil.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from ..models.dit import VideoDiT
 from ..sampling import guided_velocity
 from ..train.ema import EMA
 from . import losses
-from .w2s import DistillBatch
+from .w2s import DistillBatch, with_teacher_guidance
 
 
 def add_guidance_input(dit: VideoDiT) -> VideoDiT:
@@ -42,13 +49,25 @@ def add_guidance_input(dit: VideoDiT) -> VideoDiT:
     return dit
 
 
+def takes_guidance_input(dit) -> bool:
+    """Whether a guidance embedder can be added: HunyuanVideo's transformer has the slot (the tiny default
+    is one); a real family's other transformers (Wan) have none."""
+    family = getattr(dit, "family", None)  # RealDiT (models/families/); the tiny VideoDiT has none
+    return family is None or family.name == "hunyuan"
+
+
 class CFGDistillMethod:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         if cfg.cfg_min > cfg.cfg_max:
             raise ValueError(f"cfg_min ({cfg.cfg_min}) must not exceed cfg_max ({cfg.cfg_max})")
-        self.cfg = cfg
+        if getattr(teacher, "guidance_embeds", False):
+            raise ValueError("the teacher is guidance-distilled already (its scale is an input): no CFG pair to distil")
+        self.cfg = cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
         self.teacher = teacher.eval().requires_grad_(False)
-        self.generator = add_guidance_input(copy.deepcopy(teacher)).train().requires_grad_(True)
+        # no guidance input possible: distil the teacher's CFG at its own scale (module docstring)
+        self.fixed_guidance = None if takes_guidance_input(teacher) else float(cfg.real_guidance)
+        student = copy.deepcopy(teacher)
+        self.generator = (student if self.fixed_guidance is not None else add_guidance_input(student)).train().requires_grad_(True)
         self.ema = EMA(self.generator, cfg.ema_decay)
         self.opt = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, weight_decay=0.0)
 
@@ -58,26 +77,33 @@ class CFGDistillMethod:
         with torch.no_grad():
             cond, uncond = self.teacher.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
         s_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
-        # L_cfg at a random guidance scale
+        # L_cfg at a random guidance scale (or the fixed one)
         w = (torch.rand(b, generator=g) * (cfg.cfg_max - cfg.cfg_min) + cfg.cfg_min).to(device)
+        if self.fixed_guidance is not None:
+            w = torch.full((b,), self.fixed_guidance, device=device)
         sigma = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
         eps = torch.randn(batch.x_gt.shape, generator=g).to(device)
         x_t = add_noise(batch.x_gt, eps, sigma)
         with torch.no_grad():
             v_hat = guided_velocity(self.teacher, x_t, sigma, cond, uncond, w)
         loss_cfg = losses.cfg_distill_loss(self.generator(x_t, sigma, s_cond, guidance=w), v_hat)
+        if self.fixed_guidance is not None:
+            return self._update(cfg.lambda_cfg * loss_cfg, {"loss_cfg": loss_cfg.item()})
         # L_base at w = 1
         sigma2 = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
         eps2 = torch.randn(batch.x_gt.shape, generator=g).to(device)
         v_base = self.generator(add_noise(batch.x_gt, eps2, sigma2), sigma2, s_cond, guidance=torch.ones(b, device=device))
         loss_base = losses.flow_matching_loss(v_base, batch.x_gt, eps2)
-        loss = cfg.lambda_cfg * loss_cfg + loss_base
+        return self._update(cfg.lambda_cfg * loss_cfg + loss_base,
+                            {"loss_cfg": loss_cfg.item(), "loss_base": loss_base.item()})
+
+    def _update(self, loss: torch.Tensor, metrics: dict[str, float]) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip).item()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip).item()
         self.opt.step()
         self.ema.update(self.generator)
-        return {"loss_cfg": loss_cfg.item(), "loss_base": loss_base.item(), "grad_norm_generator": gnorm}
+        return {**metrics, "grad_norm_generator": gnorm}
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "ema": self.ema.shadow}

@@ -15,7 +15,7 @@ from ..config import DistillConfig
 from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_model_folder
 
-METHODS = ("w2s", "dmd", "euler")
+METHODS = ("w2s", "dmd", "lcm", "cfg", "euler")
 
 
 def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | None, width: int | None,
@@ -25,9 +25,19 @@ def real_teacher_record(teacher_dir: Path, cfg: DistillConfig, *, height: int | 
     if cfg.method not in METHODS:
         raise ValueError(f"--method {cfg.method} is not available for a {folder.pipeline} teacher: "
                          f"use one of {', '.join(METHODS)}")
+    if cfg.method == "cfg" and _guidance_embedded(folder):
+        raise ValueError(f"--method cfg does not apply to {folder.pipeline}: it is already guidance-distilled (its "
+                         f"guidance scale is a model input), so there is no CFG pair to distil; use w2s, dmd or lcm")
     h, w, n = video_size(folder, height, width, frames)
     meta = {"height": h, "width": w, "num_frames": n, "fps": folder.video.fps, "sampler": folder.sampler.model_dump()}
     return folder, meta
+
+
+def _guidance_embedded(folder: ModelFolder) -> bool:
+    """Whether the folder's transformer takes the guidance scale as an input (HunyuanVideo T2V)."""
+    from ..models.folder import read_json
+
+    return bool(read_json(folder.component_path("transformer") / "config.json").get("guidance_embeds", False))
 
 
 def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.dtype):

@@ -146,6 +146,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     has_clips = cached is None or cached.has_clips
     # 2. method
     method = build_method(teacher, cfg)
+    if getattr(method, "fixed_guidance", None) is not None:  # CFG distilled at one scale (Wan): no pair at sampling
+        sampler["guidance"] = 1.0
     start = run.resume(method.modules(), method.optimizers()) if resume else 0
     # 3. loop
     bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc=f"distill {cfg.method}", unit="it")

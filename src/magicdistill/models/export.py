@@ -6,18 +6,25 @@ Two products, both for the *base* diffusers pipeline the generator was distilled
   one subfolder per component, that ``DiffusionPipeline.from_pretrained(DIR)`` loads. The
   generator's transformer(s) (LoRA merged) replace the base's; every other component is the base's,
   hard-linked (copied across filesystems). The scheduler is rewritten so that diffusers' own
-  denoising loop takes the generator's steps: the shift goes into the scheduler config (``shift`` of
-  FlowMatchEulerDiscreteScheduler, ``flow_shift`` of the UniPC scheduler the Wan folders ship, which
-  is also set to first order with its corrector off, i.e. exactly an Euler step). diffusers reads
-  no step count or guidance from a folder: those go into the folder's README.md (and the
-  command's output) as the call's ``num_inference_steps`` / ``guidance_scale``.
+  denoising loop takes exactly the generator's steps (``export_scheduler``). HunyuanVideo's pipeline
+  passes the sigmas linspace(1, 0, N + 1)[:-1] itself, so its FlowMatchEulerDiscreteScheduler only
+  needs the generator's ``shift``. The Wan pipelines call ``set_timesteps(N)`` alone, and neither
+  the UniPC scheduler the Wan folders ship (integer timesteps, a grid ending at sigma 1/1000) nor
+  FlowMatchEulerDiscreteScheduler (a grid ending at shift(shift(1/1000))) takes our grid from N; so
+  a Wan export gets diffusers' FlowMapEulerDiscreteScheduler: shift(linspace(1, 0, N + 1)) with
+  float timesteps 1000 sigma and the plain Euler update, i.e. ``flow.sigma_schedule`` and
+  ``sampling.euler_sample`` step for step. diffusers reads no step count or guidance from a
+  folder: those go into the folder's README.md (and the command's output) as the call's
+  ``num_inference_steps`` / ``guidance_scale``.
 - **a LoRA file** (``export_lora``): a safetensors file in diffusers' own LoRA format
   (``transformer.<module>.lora_A/B.weight``, written by the pipeline class's ``save_lora_weights``)
   that ``pipe.load_lora_weights(FILE)`` accepts on the base pipeline. A LoRA generator is written
   as is (its alpha/rank scale folded into B, since diffusers loads LoRAs at scale alpha = rank);
   a full-weight generator becomes one by a rank-``r`` SVD of each linear layer's weight change.
   What a LoRA cannot carry (changed biases, norms, embeddings, or the part of a change beyond rank
-  r) is measured and reported, never dropped silently.
+  r) is measured and reported, never dropped silently. A two-expert generator (Wan 2.2 A14B) gets one
+  file per expert: ``FILE`` for ``transformer`` and ``<stem>.transformer_2.safetensors`` beside it,
+  which diffusers' Wan LoRA loader takes with ``load_into_transformer_2=True``.
 
 The embedded tiny default (10x10 patch embedding, gated 32-channel output) has no diffusers
 equivalent; ``export`` says so instead of writing something diffusers would load wrongly.
@@ -40,30 +47,47 @@ TINY_NOT_EXPORTABLE = ("the embedded tiny model has no diffusers equivalent (10x
                        "32-channel output): export works on models distilled from a diffusers Wan/HunyuanVideo folder")
 
 
-def scheduler_overrides(config: dict, *, shift: float, steps: int) -> dict:
-    """The settings that make a base's scheduler (its ``scheduler_config.json``) take the generator's
-    Euler steps at ``shift``."""
+# pipelines whose __call__ passes its own sigmas linspace(1, 0, N + 1)[:-1] to set_timesteps; the others
+# (Wan) call set_timesteps(N) alone, so the scheduler itself must produce the generator's grid
+PASSES_SIGMAS = ("HunyuanVideoPipeline", "HunyuanVideoImageToVideoPipeline", "HunyuanVideo15Pipeline",
+                 "HunyuanVideo15ImageToVideoPipeline")
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "UniPCMultistepScheduler", "FlowMapEulerDiscreteScheduler")
+
+
+def scheduler_spec(pipeline: str, config: dict, *, shift: float) -> tuple[str, dict]:
+    """(class name, config) of the scheduler that makes ``pipeline``'s own loop take the generator's Euler
+    steps at ``shift`` on ``flow.sigma_schedule``'s grid; ``config``: the base's scheduler_config.json."""
     name = config.get("_class_name")
-    if name == "FlowMatchEulerDiscreteScheduler":
-        return {"shift": shift}
-    if name == "UniPCMultistepScheduler" and config.get("use_flow_sigmas"):
-        # UniPC of order 1 without its corrector is DDIM, which on a flow-matching path is exactly Euler
-        return {"flow_shift": shift, "solver_order": 1, "lower_order_final": True,
-                "disable_corrector": list(range(steps))}
-    raise ValueError(f"scheduler {name!r} is not a flow-matching scheduler export knows "
-                     "(FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler with use_flow_sigmas)")
+    if name not in FLOW_SCHEDULERS or (name == "UniPCMultistepScheduler" and not config.get("use_flow_sigmas")):
+        raise ValueError(f"scheduler {name!r} is not a flow-matching scheduler export knows "
+                         f"({', '.join(FLOW_SCHEDULERS)}; UniPC with use_flow_sigmas)")
+    train = int(config.get("num_train_timesteps", 1000))
+    if pipeline in PASSES_SIGMAS and name == "FlowMatchEulerDiscreteScheduler":
+        keep = {k: v for k, v in config.items() if not k.startswith("_")}
+        return name, {**keep, "shift": shift}
+    # shift(linspace(1, 0, N + 1)), timesteps 1000 sigma as floats, x + (s' - s) v: our sampler exactly
+    return "FlowMapEulerDiscreteScheduler", {"num_train_timesteps": train, "shift": shift}
 
 
-def export_scheduler(base_scheduler_dir: str | Path, *, shift: float, steps: int):
-    """The base's scheduler set to take the generator's Euler steps at ``shift``."""
+def export_scheduler(base_scheduler_dir: str | Path, pipeline: str, *, shift: float):
+    """The scheduler (a diffusers object) that runs the generator's steps in ``pipeline``'s loop."""
     import diffusers
 
     config = _read_json(Path(base_scheduler_dir) / "scheduler_config.json")
     try:
-        overrides = scheduler_overrides(config, shift=shift, steps=steps)
+        name, kwargs = scheduler_spec(pipeline, config, shift=shift)
     except ValueError as e:
         raise ValueError(f"{base_scheduler_dir}: {e}") from None
-    return getattr(diffusers, config["_class_name"]).from_config(config, **overrides)
+    return getattr(diffusers, name).from_config(kwargs)
+
+
+def scheduler_call(pipeline: str, config: dict, *, shift: float) -> str:
+    """The line that sets a loaded base pipeline's scheduler for the generator (shown with --lora)."""
+    name, kwargs = scheduler_spec(pipeline, config, shift=shift)
+    if name == config.get("_class_name"):
+        return f"pipe.scheduler = diffusers.{name}.from_config(pipe.scheduler.config, shift={shift:g})"
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"pipe.scheduler = diffusers.{name}({args})"
 
 
 def call_args(index: dict, steps: int, guidance: float) -> str:
@@ -121,7 +145,7 @@ def export_pipeline(base_dir: str | Path, out: str | Path, *, transformer, trans
     given = {"transformer": transformer, "transformer_2": transformer_2}
     if transformer_2 is not None and not (index.get("transformer_2") or [None])[0]:
         raise ValueError(f"{base_dir} has no transformer_2, but a second expert was given")
-    scheduler = export_scheduler(scheduler_dir or base_dir / "scheduler", shift=shift, steps=steps)
+    scheduler = export_scheduler(scheduler_dir or base_dir / "scheduler", index["_class_name"], shift=shift)
     with atomic_folder(out) as tmp:
         for name, spec in index.items():
             if not (isinstance(spec, list) and spec[0]) or name == "scheduler":
@@ -201,6 +225,12 @@ def lora_from_difference(base: dict[str, torch.Tensor], tuned: dict[str, torch.T
     return out, {"captured": captured / total, "left_out": left_out / total, "layers": layers}
 
 
+def expert_lora_file(file: str | Path, name: str) -> Path:
+    """Where expert ``name``'s LoRA goes: ``file`` for ``transformer``, ``<stem>.transformer_2.safetensors`` beside it."""
+    file = Path(file)
+    return file if name == "transformer" else file.with_name(f"{file.stem}.{name}{file.suffix}")
+
+
 def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.Tensor]) -> Path:
     """Save diffusers-format LoRA tensors with the base pipeline class's own ``save_lora_weights``."""
     import diffusers
@@ -212,9 +242,7 @@ def write_lora(base_dir: str | Path, file: str | Path, tensors: dict[str, torch.
         raise ValueError(f"--lora {file}: the LoRA file must end in .safetensors")
     index = _read_json(base_dir / INDEX)
     pipe_cls = getattr(diffusers, index["_class_name"])
-    if (index.get("transformer_2") or [None])[0]:
-        raise ValueError(f"{base_dir} has two experts (transformer_2): export its generator as a pipeline folder; "
-                         "a LoRA file covers one transformer")
+    # one file per transformer; a second expert's file has the same layout, loaded with load_into_transformer_2
     with atomic_file(file, suffix=".safetensors") as tmp:
         if hasattr(pipe_cls, "save_lora_weights"):
             pipe_cls.save_lora_weights(tmp.parent, weight_name=tmp.name, safe_serialization=True,
@@ -275,10 +303,10 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
     own = [name for name in TRANSFORMERS if (folder.path / name).is_dir()]
     if not own:
         raise ValueError(f"{model_dir} holds no transformer/ of its own: there is no generator to export")
-    if lora is not None and "transformer_2" in own:
-        raise ValueError(f"{model_dir} has two experts: export it as a pipeline folder (--out); "
-                         "a LoRA file covers one transformer")
     s = folder.sampler
+    if s.kind == "consistency":  # FlowMatchLCMScheduler has neither our grid nor our noise draws
+        raise ValueError(f"{model_dir} is a consistency (LCM) generator: the exported pipelines would take Euler "
+                         "steps, which is not how it samples; export a w2s, dmd or cfg generator")
     lines = []
     if out is not None:
         export_pipeline(folder.base, out, transformer=folder.path / "transformer",
@@ -288,18 +316,27 @@ def export_model(model_dir: str | Path, out: str | Path | None = None, *, lora: 
         lines.append(f"{out}: DiffusionPipeline.from_pretrained(...)(prompt, {call_args(index, s.steps, s.guidance)}) "
                      f"(shift {s.shift:g} is in its scheduler config"
                      + (f", guidance {s.guidance:g} in its guider config)" if "guider" in index else ")"))
-    if lora is not None:
-        tensors, report = lora_from_difference(_state_dict(folder.base / "transformer"),
-                                               _state_dict(folder.path / "transformer"), rank)
-        write_lora(folder.base, lora, tensors)
-        lines.append(f"{lora}: rank-{rank} LoRA of {report['layers']} linear layers for {lora_loader(folder.base)} on "
-                     f"{folder.base}; it carries {100 * report['captured']:.2f} % of the weight change"
-                     + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
-                        "use --out for the exact model)" if report["left_out"] > 0 else ""))
-        overrides = scheduler_overrides(_read_json(folder.base / "scheduler" / "scheduler_config.json"),
-                                        shift=s.shift, steps=s.steps)
+    if lora is not None:  # Wan 2.2 A14B: one file per distilled expert
+        loader = lora_loader(folder.base)
+        loads = []
+        for name in own:
+            file = expert_lora_file(lora, name)
+            tensors, report = lora_from_difference(_state_dict(folder.base / name), _state_dict(folder.path / name),
+                                                   rank)
+            write_lora(folder.base, file, tensors)
+            into = ", load_into_transformer_2=True" if name == "transformer_2" else ""
+            how = f"pipe.load_lora_weights(FILE{into})" if loader == "pipe.load_lora_weights" else loader
+            loads.append(how.replace("FILE", repr(str(file))))
+            lines.append(f"{file}: rank-{rank} LoRA of {report['layers']} linear layers of {name} for "
+                         f"{how} on {folder.base}; it carries "
+                         f"{100 * report['captured']:.2f} % of the weight change"
+                         + (f" ({100 * report['left_out']:.2f} % is in biases/norms/embeddings a LoRA cannot hold: "
+                            "use --out for the exact model)" if report["left_out"] > 0 else ""))
+        if len(loads) > 1:
+            lines.append("  load both: " + "; ".join(loads))
         base_index = _read_json(folder.base / INDEX)
+        call = scheduler_call(folder.pipeline, _read_json(folder.base / "scheduler" / "scheduler_config.json"),
+                              shift=s.shift)
         guider = (f"pipe.guider = pipe.guider.new(guidance_scale={s.guidance:g}); " if "guider" in base_index else "")
-        lines.append(f"  then: pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **{overrides}); "
-                     f"{guider}pipe(prompt, {call_args(base_index, s.steps, s.guidance)})")
+        lines.append(f"  then: {call}; {guider}pipe(prompt, {call_args(base_index, s.steps, s.guidance)})")
     return lines

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ...flow import sigma_schedule
-from ...sampling import euler_sample
+from ...sampling import consistency_sample, euler_sample
 from ..folder import ModelFolder, read_model_folder
 from ..vae import VideoVAE
 from .base import Family, RealDiT, load_component
@@ -156,6 +156,12 @@ class RealPipeline:
         if self.dit.guidance_embeds:  # the scale is an input: one forward per step, no CFG pair
             gw = torch.tensor([float(guidance)])
             model, w = (lambda x_, s_, c_: self.dit(x_, s_, c_, guidance=gw)), 1.0
+        if self.folder.sampler.kind == "consistency":  # an LCM generator: x0 at each sigma, fresh noise to the next
+            if enc.uncond is not None:
+                raise ValueError(f"{self.folder.path} is a consistency (LCM) generator: it samples without CFG "
+                                 f"(--guidance 1)")
+            return consistency_sample(model, x, enc.cond, sigmas=self.sigmas(steps, shift), generator=g,
+                                      progress=progress), enc.keep
         latents = euler_sample(model, x, enc.cond, sigmas=self.sigmas(steps, shift), uncond=enc.uncond,
                                guidance=w if enc.uncond is not None else 1.0, eta=eta, generator=g,
                                progress=progress)
