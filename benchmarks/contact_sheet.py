@@ -5,7 +5,8 @@ them: `python benchmarks/contact_sheet.py OUT.png a.mp4 b.mp4 ... [--every 2] [-
 8|9, 12|13 are between neighbouring columns) instead of every k-th; `--split N` cuts each video
 into N side-by-side panels of equal width, one row each (the demo's clip_XX.mp4 are ground truth
 | each sampler side by side); `--motion` adds below each row its |frame difference| x 4 (column
-t = frame t - frame t-1), where a judder shows as bright columns at the group boundaries only.
+t = frame t - frame t-1), where a judder shows as bright columns at the group boundaries only;
+`--judder` prints each panel's judder ratio (eval/judder.py), pooled over the videos given.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--frames", default=None, help="A-B: show frames A..B, every one")
     ap.add_argument("--split", type=int, default=1, help="cut each video into N side-by-side panels, one row each")
     ap.add_argument("--motion", action="store_true", help="add |frame difference| x 4 below each row")
+    ap.add_argument("--judder", action="store_true", help="print each panel's judder ratio, pooled over the videos")
     ap.add_argument("--colours", type=int, default=0, help="save with a palette of this many colours (a smaller PNG)")
     args = ap.parse_args()
     rows = []
@@ -45,6 +47,14 @@ def main() -> None:
         if video.shape[2] % args.split:
             ap.error(f"--split {args.split}: {path} is {video.shape[2]} pixels wide, not a multiple")
         rows += np.split(video, args.split, axis=2)
+    if args.judder:  # eval/judder.py: phase-0 / other frame differences, all frames, pooled over the videos
+        from magicdistill.eval.judder import judder_ratio, transition_differences
+
+        for k in range(args.split):
+            d = transition_differences(np.stack(rows[k::args.split]))
+            ph = np.arange(d.shape[1]) % 4 == 0
+            print(f"panel {k}: judder ratio {judder_ratio(d):.2f} (phase-0 {d[:, ph].mean():.2f}, "
+                  f"other {d[:, ~ph].mean():.2f} levels)")
     every = args.every
     if args.frames:
         idx = frame_range(ap, args.frames, min(len(r) for r in rows))
