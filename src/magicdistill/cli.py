@@ -94,6 +94,11 @@ def train_vae_cmd(
     lr: float = typer.Option(None, help="learning rate [default: 2e-3; with --decoder-only 1e-4]"),
     crop: int = typer.Option(0, help="with --decoder-only: train on random CROP x CROP windows (0: whole frames)"),
     pool_clips: int = typer.Option(512, help="training clips rendered once; batches are drawn from them"),
+    generated_from: Path = typer.Option(None, help="with --decoder-only: also fit the decoder to this model "
+                                        "folder's generated latents (smoothness + re-encoding consistency)"),
+    generated_latents: int = typer.Option(64, help="with --generated-from: latents sampled from it"),
+    smooth_weight: float = typer.Option(1.0, help="with --generated-from: weight of the second-difference loss"),
+    consistency_weight: float = typer.Option(10.0, help="with --generated-from: weight of |E(D(z)) - z|^2"),
     resume: bool = RESUME_OPTION,
 ) -> None:
     """Train the embedded default's causal video VAE on synthetic portrait clips."""
@@ -109,7 +114,13 @@ def train_vae_cmd(
         if init_from is None or not (init_from / "config.json").is_file():
             _fail(f"--decoder-only needs --init-from, a VAE folder with config.json (got {init_from})")
         flags.update(decoder_only=True, init_from=str(init_from.resolve()), decoder_context=decoder_context,
-                     temporal_weight=temporal_weight, lr=1e-4 if lr is None else lr, crop=crop)
+                     temporal_weight=temporal_weight, lr=1e-4 if lr is None else lr, crop=crop,
+                     generated_latents=generated_latents, smooth_weight=smooth_weight,
+                     consistency_weight=consistency_weight)
+        if generated_from is not None:
+            if not (generated_from / "dit.json").is_file():
+                _fail(f"--generated-from needs a model folder with dit.json (got {generated_from})")
+            flags["generated_from"] = str(generated_from.resolve())
         _run_with_config(VAETrainConfig, None, False, lambda cfg: finetune_decoder(cfg, str(out), resume=resume),
                          **flags)
         return

@@ -92,6 +92,13 @@ class VAETrainConfig(Strict):
     temporal_weight: float = Field(0.0, ge=0)
     # --decoder-only: train on random crop x crop windows (0: whole frames); the decoder is convolutional
     crop: int = Field(0, ge=0)
+    # --decoder-only: also decode a generator's latents (generated_latents of them, from the model folder
+    # generated_from; training-split first frames), which have no ground truth: smooth_weight x the
+    # second frame difference L1 (once more at group boundaries) + consistency_weight x |E(D(z)) - z|^2
+    generated_from: str | None = None
+    generated_latents: int = Field(64, ge=1)
+    smooth_weight: float = Field(1.0, ge=0)
+    consistency_weight: float = Field(10.0, ge=0)
     checkpoint_every: int = Field(200, ge=1)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "cpu"
