@@ -92,3 +92,16 @@ def test_bench_data_errors(cache, teacher, tmp_path):
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="not a cache folder"):
         run_bench(tmp_path / "b", Settings(clips=1), teacher_dir=teacher, data=tmp_path, evaluate=lambda *a, **k: {})
+
+
+def test_a_split_reads_its_rows_in_place(cache, tmp_path):
+    from magicdistill.data.cache_split import write_split
+
+    data = CachedClips(cache)
+    write_split(data, [3, 1], tmp_path / "split")
+    split = CachedClips(tmp_path / "split")
+    assert split.captions == [CAPTIONS[3], CAPTIONS[1]] and split.manifest["key"] == data.manifest["key"]
+    a, b = split.take([0, 1]), data.take([3, 1])
+    assert torch.equal(a.latents, b.latents) and torch.equal(a.first_frames, b.first_frames)
+    assert torch.equal(a.text.tokens, b.text.tokens)
+    assert not list((tmp_path / "split").glob("*.safetensors"))[1:]  # only null_text: no latents copied

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from magicdistill.cli import app
 from magicdistill.data.cache_reader import CachedClips
 from magicdistill.data.clip_sources import ClipRule, read_clip
+from magicdistill.models.families import base as families_base
 from magicdistill.models.families import real as families_real
 from magicdistill.models.folder import read_model_folder
 from magicdistill.video import frames_to_tensor, write_mp4
@@ -110,6 +111,25 @@ def test_distill_a_real_teacher_from_its_cache_without_text_encoders(real_folder
     gen = read_model_folder(out / "generator")
     assert gen.base == real_folder(kind).resolve()
     assert (gen.video.height, gen.video.width, gen.video.frames) == (32, 32, 9)  # the cache's clip rule
+
+
+def test_the_vae_encodes_tiled_and_sliced_unless_told_not_to(real_folder, monkeypatch):
+    from magicdistill.data.family_encoders import real_encoders
+
+    made = []
+    real_load = families_base.load_component
+
+    def spy(folder, name, **kw):
+        component = real_load(folder, name, **kw)
+        if name == "vae":
+            made.append(component)
+        return component
+
+    monkeypatch.setattr(families_base, "load_component", spy)
+    real_encoders(real_folder("hunyuan-t2v"))
+    real_encoders(real_folder("wan-t2v"))
+    real_encoders(real_folder("wan-t2v"), vae_tiling=False)
+    assert [(v.use_tiling, v.use_slicing) for v in made] == [(True, True), (True, True), (False, False)]
 
 
 def test_a_cache_for_one_teacher_is_refused_by_another(real_folder, cache_of, tmp_path):
