@@ -51,6 +51,8 @@ OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="start afresh in an -
                                                            "(its checkpoint and metrics are deleted, its model folder "
                                                            "replaced when the new one is done)")
 DTYPE_OPTION = typer.Option("float32", help="float32 | bfloat16 | float16")
+LOG_OPTION = typer.Option("none", "--log", help="none | tensorboard (OUT/tensorboard) | wandb (offline in OUT/wandb): "
+                                               "besides metrics.jsonl")
 
 
 def _run_with_config(cls, config: Path | None, dry_run: bool, run, base=None, **flags) -> None:
@@ -182,6 +184,7 @@ def train_cmd(
     sample_every: int = typer.Option(1000),
     cache_dir: Path = CACHE_DIR_OPTION,
     data: Path = DATA_OPTION,
+    log: str = LOG_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
     resume: bool = RESUME_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
@@ -209,7 +212,7 @@ def train_cmd(
         from .train.teacher import train_teacher
 
         train_teacher(cfg, str(out), resume=resume, cache_dir=str(cache_dir) if cache_dir else None,
-                      overwrite=overwrite)
+                      overwrite=overwrite, log=log)
 
     _run_with_config(
         TeacherTrainConfig, config, dry_run, run, task=task, steps=steps, batch_size=batch_size, lr=lr,
@@ -247,6 +250,7 @@ def distill_cmd(
     config: Path = typer.Option(None, help="a JSON DistillConfig, used instead of the flags"),
     cache_dir: Path = CACHE_DIR_OPTION,
     data: Path = DATA_OPTION,
+    log: str = LOG_OPTION,
     lora_rank: int = typer.Option(16, help="rank of the scores' LoRA"),
     generator_lora_rank: int = typer.Option(16, help="rank of a LoRA generator's adapter"),
     lora_targets: str = typer.Option("attention", help="attention | attention_ffn: the projections the LoRAs adapt"),
@@ -270,7 +274,7 @@ def distill_cmd(
         from .distill.trainer import distill
 
         distill(cfg, teacher or SHIPPED_DIR / "teacher", out, resume=resume, cache_dir=cache_dir, height=height,
-                width=width, frames=frames, overwrite=overwrite)
+                width=width, frames=frames, overwrite=overwrite, log=log)
 
     flags = dict(method=method, steps=steps, iters=iters, alpha_weak=alpha_weak, alpha_strong=alpha_strong,
                  lambda_reg=lambda_reg, input_mode=input_mode, scores=scores, batch_size=batch_size,
@@ -306,6 +310,8 @@ def cache_cmd(
     fps: float = typer.Option(None, help="frames are sampled at this rate [default: the teacher's]"),
     max_crop: float = typer.Option(0.25, help="skip clips whose centre crop would cut more than this fraction of a side"),
     shard_size: int = typer.Option(256, help="clips per shard"),
+    vae_tiling: bool = typer.Option(True, help="Wan / HunyuanVideo: encode with the VAE's spatial tiling and slicing "
+                                               "(bounded memory at real resolutions)"),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Encode your own clips (or prompts) with the teacher's VAE and text encoder into latent shards (docs/DATA.md)."""
@@ -315,7 +321,8 @@ def cache_cmd(
 
     try:
         summary = run_cache(teacher or SHIPPED_DIR / "teacher", out, videos=videos, prompts=prompts, height=height,
-                            width=width, frames=frames, fps=fps, max_crop=max_crop, shard_size=shard_size, device=device)
+                            width=width, frames=frames, fps=fps, max_crop=max_crop, shard_size=shard_size, device=device,
+                            vae_tiling=vae_tiling)
     except ValueError as e:
         _fail(str(e))
     typer.echo(summary.report(), err=True)
@@ -588,6 +595,9 @@ def bench_cmd(
     teacher: Path = typer.Option(None, help="TI2V teacher folder [default: the shipped tiny teacher]"),
     t2v_teacher: Path = typer.Option(None, help="a T2V teacher folder: adds the T2V-vs-TI2V distillation curve"),
     probe: Path = typer.Option(None, help="probe folder for the metrics [default: the shipped probe]"),
+    data: Path = typer.Option(None, "--data", help="a cache folder of your clips (magicdistill cache): its last --clips "
+                                                   "clips are held out, the others distilled on [default: the "
+                                                   "synthetic portraits]"),
     device: str = typer.Option("cpu"),
 ) -> None:
     """The papers' tables in miniature: Euler/LCM/DMD2/W2S at 1-50 steps, the alpha_weak ablation and
@@ -601,7 +611,7 @@ def bench_cmd(
     try:
         settings = settings_for(quick, iters=iters, clips=clips, seeds=seeds)
         path = run_bench(out, settings, teacher_dir=teacher, t2v_teacher=t2v_teacher, docs=docs, device=device,
-                         probe=probe, command=shlex.join(["magicdistill", *sys.argv[1:]]))
+                         probe=probe, command=shlex.join(["magicdistill", *sys.argv[1:]]), data=data)
     except ValueError as e:
         _fail(str(e))
     typer.echo(str(path))

@@ -36,8 +36,11 @@ def fmt(ci: dict | None) -> str:
 
 
 def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Settings, *, command: str,
-                  teachers: dict[str, Path], seconds: float, out: Path, reused: int = 0) -> Path:
-    """``reused``: units whose results were measured by an earlier invocation in the same bench folder."""
+                  teachers: dict[str, Path], seconds: float, out: Path, reused: int = 0,
+                  data_note: str | None = None, data_clips: str | None = None) -> Path:
+    """``reused``: units whose results were measured by an earlier invocation in the same bench folder;
+    ``data_note``, ``data_clips``: the held-out line and the clips' description of a bench on a user's cache
+    (``bench --data``)."""
     done = results
     missing = [u for u in plan.units() if u.id not in done]
     results = {**{u.id: {"id": u.id, "label": u.label, "pending": True, "metrics": {}} for u in missing}, **done}
@@ -58,11 +61,11 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         f"- Page written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with git commit "
         f"{git_commit(Path(__file__).parent.parent)}",
         f"- Teacher: {_shown(teachers['ti2v'])} (TI2V)" + (f"; T2V teacher: {_shown(teachers['t2v'])}" if "t2v" in teachers else ""),
-        f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never seen in "
-        f"training), ground truth through the VAE; {settings.seeds} sampling seeds (noise seed = "
+        (data_note or f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never "
+         f"seen in training), ground truth through the VAE") + f"; {settings.seeds} sampling seeds (noise seed = "
         f"{settings.seed} + 1000·seed + clip, the same for every row, so rows differ by the model only)",
         f"- Distillation: {settings.iters} iterations per generator (batch {DistillConfig().batch_size}, "
-        f"{settings.num_clips} training clips, "
+        + (f"{settings.num_clips} training clips, " if data_note is None else "the cache's other clips, ") +
         f"one shared latent cache, distillation seed {settings.seed}); L_reg weight {settings.lambda_reg:g} where used",
         f"- Metrics: `eval.suite.evaluate_videos` with feature extractor `{extractor}`, computed per seed over the "
         f"{settings.clips} clips; shown as mean ± half-width of the 95% Student-t interval over the "
@@ -116,7 +119,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
               "Measured by `python benchmarks/long_video.py` (flicker and jerk at seams vs inside windows, FVD of "
               "clips straddling a seam vs inside a window, drift per window, cost vs length); the tables and the "
               "commands are in [LONG_VIDEO.md](LONG_VIDEO.md#benchmarks).", ""]
-    lines += ["", "## Notes", "", *notes(plan, done, settings), ""]
+    lines += ["", "## Notes", "", *notes(plan, done, settings, **({"clips": data_clips} if data_clips else {})), ""]
     return write_text_atomic(docs, "\n".join(lines))
 
 
@@ -192,7 +195,7 @@ def compare(results: dict, a: Unit, b: Unit, key: str = "average") -> tuple[str,
     return ("higher" if ca["mean"] > cb["mean"] else "lower"), ca, cb
 
 
-def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
+def notes(plan: Plan, results: dict, settings: Settings, clips: str = "64×64×17 synthetic portrait clips") -> list[str]:
     out = []
     verdicts = []
     for n in settings.distilled_steps:
@@ -248,7 +251,7 @@ def notes(plan: Plan, results: dict, settings: Settings) -> list[str]:
         "docs/METHOD.md describes (one frozen backbone, one shared LoRA at scale alpha_weak for the real score and "
         "1.0 for the fake score, 5 fake updates per generator update, DMD2's GAN weights) and run here with the "
         f"defaults of `magicdistill distill` at {settings.iters} iterations. The setting is a miniature: a DiT of a few "
-        "million parameters (checkpoints/tiny/RECORD.md) on 64×64×17 synthetic portrait clips instead of a 13 B model at 540×960×129; metrics from the project's "
+        f"million parameters (checkpoints/tiny/RECORD.md) on {clips} instead of a 13 B model at 540×960×129; metrics from the project's "
         "probe network, not VBench's models; "
         f"{settings.clips} clips × {settings.seeds} seeds; one distillation seed per generator. The shipped teacher "
         "has a known defect (faces break where the head moves; docs/DECISIONS.md, 'Known defect'), and a distilled "

@@ -30,6 +30,7 @@ from ..models.text import TextEmbedding
 from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
 from .plan import Plan, Settings, Unit, make_plan
 from .provenance import code_commit, provenance
+from .user_data import bench_data
 from .stats import mean_ci
 
 Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
@@ -71,10 +72,11 @@ def default_evaluate(probe: str | Path | None, device: str) -> Evaluate:
 def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | None = None,
               t2v_teacher: str | Path | None = None, docs: str | Path = "docs/RESULTS.md", device: str = "cpu",
               probe: str | Path | None = None, evaluate: Evaluate | None = None, command: str = "",
-              plan: Plan | None = None) -> Path:
+              plan: Plan | None = None, data: str | Path | None = None) -> Path:
     """Run (or continue) the bench in ``out``; write ``docs`` (RESULTS.md) and its plots. -> the docs path.
 
-    ``evaluate`` [default: eval.suite.evaluate_videos with the probe at ``probe``, default the shipped one]."""
+    ``evaluate`` [default: eval.suite.evaluate_videos with the probe at ``probe``, default the shipped one].
+    ``data``: a cache folder of the user's clips instead of the synthetic portraits (bench/user_data.py)."""
     from .report import write_results
 
     out = Path(out)
@@ -89,7 +91,11 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
                          "(magicdistill train --task t2v)")
     plan = plan or make_plan(settings, t2v="t2v" in teachers)
     evaluate = evaluate or default_evaluate(probe, device)  # (a missing probe fails before anything is written)
-    check_bench_folder(out, {"settings": settings.as_dict(), "teachers": {k: str(v.resolve()) for k, v in teachers.items()}})
+    user = bench_data(data, out, settings.clips, teachers) if data else None
+    check_bench_folder(out, {"settings": settings.as_dict(), "teachers": {k: str(v.resolve()) for k, v in teachers.items()},
+                             **({"data": user.record()} if user else {})})
+    if user:
+        user.write_train_split()
     t_start = time.time()
     code_commit()  # the commit rows record: read now, before hours of work during which HEAD may move
 
@@ -97,6 +103,9 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
     @cache
     def loaded() -> tuple[dict[str, I2VPipeline], HeldOut]:
         pipes = {k: I2VPipeline.from_dir(d, device=device) for k, d in teachers.items()}
+        if user:  # the cache's held-out clips; its text embeddings are every teacher's (checked: same encoder)
+            truth, first, text = user.held_out(pipes["ti2v"].vae)
+            return pipes, HeldOut(truth, first, {k: text for k in pipes})
         video, captions = held_out_clips(pipes["ti2v"].dit.meta, settings.clips, settings.seed)
         with torch.no_grad():
             truth = pipes["ti2v"].vae.decode(pipes["ti2v"].vae.encode(video.to(device))).cpu()
@@ -105,7 +114,9 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
     # 2. every unit not yet done; the results page is rewritten after each, so a kill leaves it current
     results, reused = {}, 0
     units = plan.units()
-    report = partial(write_results, Path(docs), plan, settings=settings, command=command, teachers=teachers, out=out)
+    report = partial(write_results, Path(docs), plan, settings=settings, command=command, teachers=teachers, out=out,
+                     data_note=user.note() if user else None, data_clips=user.describe() if user else None)
+    data_cache = str(user.train_dir) if user else ""
     for unit in tqdm(units, desc="bench", unit="row"):
         path = out / "results" / f"{unit.id}.json"
         if path.is_file():
@@ -113,12 +124,13 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
             reused += 1
             continue
         pipes, held = loaded()
-        sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device)
+        sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device, data_cache)
         distill_seconds = snapshot_seconds(out, unit) if unit.trained else None
         reference = None if unit == plan.reference else Timed(
-            sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device), pipes["ti2v"], held.texts["ti2v"])
+            sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device, data_cache), pipes["ti2v"],
+            held.texts["ti2v"])
         res = measure(unit, Timed(sampler, pipes[unit.teacher], held.texts[unit.teacher]), held, settings, evaluate,
-                      pipes["ti2v"].spec.num_frames, reference)
+                      user.num_frames if user else pipes["ti2v"].spec.num_frames, reference)
         res["distill_seconds"] = distill_seconds
         res["measured"] = provenance()
         write_json_atomic(path, res)
@@ -128,39 +140,41 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
     return report(results, seconds=time.time() - t_start, reused=reused)
 
 
-def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipeline, out: Path, device: str) -> Sampler:
+def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipeline, out: Path, device: str,
+                data_cache: str = "") -> Sampler:
     """The unit's model and sampler: the teacher at N Euler steps with its own CFG, or a distilled
     generator sampled as its dit.json records."""
     if not unit.trained:  # what `distill --method euler` records, without copying the weights
         rec = sampler_record(with_teacher_guidance(DistillConfig(method="euler", steps=unit.steps), pipe.dit.meta))
         return Sampler(unit.label, pipe.dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"])
-    folder = distilled_generator(unit, settings, teacher_dir, out, device)
+    folder = distilled_generator(unit, settings, teacher_dir, out, device, data_cache)
     dit = VideoDiT.load(folder, device=device)
     rec = model_sampler(dit.meta)
     return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"], rec["eta"])
 
 
-def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: str) -> DistillConfig:
-    """The distillation config of a trained unit."""
+def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: str, data_cache: str = "") -> DistillConfig:
+    """The distillation config of a trained unit (``data_cache``: the training split of a user's cache)."""
     real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent
     if unit.weff_alpha:
         w = with_teacher_guidance(DistillConfig(), read_record(teacher_dir)).real_guidance
         real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha)
     return DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
                          lambda_reg=unit.lambda_reg, real_guidance=real_guidance, num_clips=settings.num_clips,
-                         seed=settings.seed, device=device, ema_decay=settings.ema_decay,
+                         seed=settings.seed, device=device, ema_decay=settings.ema_decay, data_cache=data_cache,
                          # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
                          checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
 
 
-def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str) -> Path:
+def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str,
+                        data_cache: str = "") -> Path:
     """``OUT/runs/<run>/snapshots/it<K>``: the run's EMA generator after K iterations, made by
     continuing the run (``distill --resume`` with a larger --iters) from its last checkpoint."""
     run = out / "runs" / unit.run_id
     snap = run / "snapshots" / f"it{unit.iters}"
     if (snap / "dit.json").is_file():
         return snap
-    cfg = distill_config(unit, settings, teacher_dir, device)
+    cfg = distill_config(unit, settings, teacher_dir, device, data_cache)
     ckpt = run / "checkpoint" / "meta.json"
     if ckpt.is_file() and json.loads(ckpt.read_text())["step"] > unit.iters:
         # the run went past this snapshot (only if a snapshot was deleted by hand): start it over

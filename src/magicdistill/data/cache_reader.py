@@ -29,10 +29,13 @@ class CachedClips:
         self.kind: str = self.manifest["kind"]
         self._rows: list[tuple[str, int]] = []  # (shard file, row) per clip
         self.captions: list[str] = []
+        self.sources: list[str] = []
         for rec in committed_records(self.path):
+            # a split (data/cache_split.py) names its rows and the source's shard file by absolute path
             for row, clip in enumerate(rec["clips"]):
-                self._rows.append((rec["file"], row))
+                self._rows.append((rec["file"], clip.get("row", row)))
                 self.captions.append(clip["caption"])
+                self.sources.append(clip["source"])
         if not self._rows:
             raise ValueError(f"--data {self.path}: the cache holds no clips (see the skip reasons in its shard_*.json)")
 
@@ -51,6 +54,10 @@ class CachedClips:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def row_of(self, i: int) -> tuple[str, int]:
+        """(shard file, row in it) of clip ``i``."""
+        return self._rows[i]
 
     def null_text(self) -> TextEmbedding:
         from safetensors.torch import load_file

@@ -1,8 +1,12 @@
 """A user's clips for ``magicdistill cache``: where they are, their captions, and how one clip is cut.
 
-Sources: a folder of videos (recursively; the caption of ``a/b.mp4`` is ``a/b.txt`` beside it), or a
+Sources: a folder of videos (recursively; the caption of ``a/b.mp4`` is ``a/b.txt`` beside it), a
 manifest file: CSV with a header holding ``path`` and ``caption`` columns, or JSONL with one
-``{"path": ..., "caption": ...}`` object per line; relative paths are relative to the manifest.
+``{"path": ..., "caption": ...}`` object per line (relative paths are relative to the manifest), or
+webdataset shards: one ``.tar``, or a ``.shards`` text file listing ``.tar`` files one per line (relative to
+the list). In a shard, members are grouped by key as webdataset does (the name up to the first dot of its
+base name): ``KEY.mp4`` (any video suffix) is a clip, ``KEY.txt`` its caption. Clips are read from the
+shard in place (never extracted to disk).
 
 The clip rule (``ClipRule``), documented in docs/DATA.md:
 - frames: ``num_frames`` frames (1 + 4k for the causal VAEs) at ``fps``, from the start of the video.
@@ -18,7 +22,9 @@ Every skip has a reason: "unreadable", "too_short", "aspect", "no_caption"; none
 from __future__ import annotations
 
 import csv
+import io
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +32,7 @@ import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".gif")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
+SHARD_SUFFIXES = (".tar", ".shards")  # one webdataset shard, or a list of them
 SKIP_REASONS = ("unreadable", "too_short", "aspect", "no_caption")
 
 
@@ -36,6 +43,7 @@ class Source:
     id: str
     caption: str | None
     path: Path | None = None  # None for a prompt of a data-free cache
+    member: str | None = None  # the clip's member name when ``path`` is a webdataset .tar shard
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,11 @@ def list_sources(videos: str | Path) -> list[Source]:
     """The clips of a folder (with NAME.txt captions) or of a CSV/JSONL manifest, in a stable order."""
     videos = Path(videos)
     if videos.is_file():
+        if videos.suffix.lower() in SHARD_SUFFIXES:
+            return _shard_sources(videos)
         if videos.suffix.lower() not in MANIFEST_SUFFIXES:
-            raise ValueError(f"--videos {videos}: a file must be a .csv or .jsonl manifest (path, caption)")
+            raise ValueError(f"--videos {videos}: a file must be a .csv or .jsonl manifest (path, caption), a "
+                             ".tar webdataset shard or a .shards list of them")
         return _manifest(videos)
     if not videos.is_dir():
         raise ValueError(f"--videos {videos}: no such folder or manifest")
@@ -109,6 +120,47 @@ def _manifest(path: Path) -> list[Source]:
     return out
 
 
+def _shard_sources(path: Path) -> list[Source]:
+    """The clips of one .tar shard, or of every shard a .shards list names, in shard then member order."""
+    if path.suffix.lower() == ".shards":
+        names = [t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#")]
+        shards = [p if p.is_absolute() else path.parent / p for p in map(Path, names)]
+        if not shards:
+            raise ValueError(f"--videos {path} lists no .tar shard (one path per line)")
+        for shard in shards:
+            if not shard.is_file():
+                raise ValueError(f"--videos {path}: shard {shard} does not exist")
+    else:
+        shards = [path]
+    out = []
+    for shard in shards:
+        try:
+            with tarfile.open(shard) as tar:
+                names = [m.name for m in tar.getmembers() if m.isfile()]
+                captions = {}
+                for name in names:
+                    key, ext = _key(name)
+                    if ext == "txt":
+                        captions[key] = tar.extractfile(name).read().decode(errors="replace").strip()
+        except (tarfile.TarError, OSError) as e:
+            raise ValueError(f"--videos: {shard} is not a readable .tar shard ({e})") from None
+        resolved = shard.resolve()
+        for name in names:
+            key, ext = _key(name)
+            if "." + ext.rsplit(".", 1)[-1].lower() in VIDEO_SUFFIXES:
+                out.append(Source(f"{resolved}#{name}", captions.get(key) or None, resolved, name))
+    if not out:
+        raise ValueError(f"--videos {path}: no video members ({', '.join(VIDEO_SUFFIXES)}) in its shards")
+    return out
+
+
+def _key(member: str) -> tuple[str, str]:
+    """webdataset's grouping: ``dir/name.ext.more`` -> (``dir/name``, ``ext.more``)."""
+    folder, _, base = member.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
 def list_prompts(path: str | Path) -> list[Source]:
     """A data-free cache's prompts: one per line, blank lines ignored."""
     path = Path(path)
@@ -127,8 +179,9 @@ def crop_fraction(src_w: int, src_h: int, width: int, height: int) -> float:
     return 1.0 - min(a, b) / max(a, b)
 
 
-def read_clip(path: Path, rule: ClipRule) -> np.ndarray:
-    """(num_frames, height, width, 3) uint8 by the clip rule, or ``Skip`` with its reason."""
+def read_clip(path: Path, rule: ClipRule, member: str | None = None) -> np.ndarray:
+    """(num_frames, height, width, 3) uint8 by the clip rule, or ``Skip`` with its reason. ``member``: the clip
+    inside the .tar shard ``path``."""
     import av
     from PIL import Image
 
@@ -136,7 +189,10 @@ def read_clip(path: Path, rule: ClipRule) -> np.ndarray:
 
     wanted_span = (rule.num_frames - 1) / rule.fps
     try:
-        with av.open(str(path)) as container:
+        if member is not None:  # decoded from memory: the member's bytes, never a file on disk
+            with tarfile.open(path) as tar:
+                data = io.BytesIO(tar.extractfile(member).read())
+        with av.open(data if member is not None else str(path)) as container:
             if not container.streams.video:
                 raise Skip("unreadable", "no video stream")
             stream = container.streams.video[0]

@@ -109,7 +109,10 @@ def build_cache(sources: list[Source], out: str | Path, encoders, rule: ClipRule
         try:
             if src.caption is None:
                 raise Skip("no_caption", "no caption (NAME.txt beside the video, or the manifest's caption)")
-            frames = read_clip(src.path, rule) if kind == "clips" else None
+            if kind != "clips":
+                frames = None
+            else:  # (a webdataset shard's member is named; a file is read by its path alone)
+                frames = read_clip(src.path, rule) if src.member is None else read_clip(src.path, rule, src.member)
         except Skip as s:
             skipped.append({"source": src.id, "reason": s.reason, "detail": s.detail})
             continue

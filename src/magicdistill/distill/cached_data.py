@@ -32,6 +32,27 @@ def open_cache_for_teacher(path: str | Path, meta: dict, vae_dir: Path) -> Cache
     return data
 
 
+def open_cache_for_real_teacher(path: str | Path, folder) -> CachedClips:
+    """The cache, after checking it was encoded by this Wan / HunyuanVideo folder's own VAE and text encoders
+    (data/family_encoders.py); a cache of another family names both."""
+    from ..data.family_encoders import check_cacheable, real_fingerprint
+
+    check_cacheable(folder)
+    data = CachedClips(path)
+    family = data.manifest["encoders"].get("family", "tiny")
+    if family != folder.family:
+        raise ValueError(f"--data {data.path} was encoded for a {family} teacher, not this {folder.family} one; "
+                         f"rebuild it with magicdistill cache --teacher {folder.path}")
+    data.check_encoders(real_fingerprint(folder), "the teacher")
+    return data
+
+
+def with_cache_format(meta: dict, data: CachedClips) -> dict:
+    """The run's clip format is the cache's (its clip rule)."""
+    rule = data.rule
+    return {**meta, "height": rule["height"], "width": rule["width"], "num_frames": rule["num_frames"], "fps": rule["fps"]}
+
+
 def check_teacher_fits(data: CachedClips, *, latent_channels: int, i2v: bool) -> None:
     if data.latent_shape[0] != latent_channels:
         raise ValueError(f"--data {data.path}: latents have {data.latent_shape[0]} channels, the teacher {latent_channels}")

@@ -40,21 +40,22 @@ def _guidance_embedded(folder: ModelFolder) -> bool:
     return bool(read_json(folder.component_path("transformer") / "config.json").get("guidance_embeds", False))
 
 
-def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.dtype):
-    """-> (teacher RealDiT, its VAE, its text encoder, the VAE folder that keys the latent cache). An I2V
-    teacher (Wan) gets its first-frame inputs from its own VAE and image encoder for ``meta``'s clips; a
-    HunyuanVideo-I2V teacher's text encoder reads each clip's prompt with its first frame (cached per clip)."""
-    from ..models.families.real import RealPipeline
+def load_real_teacher(folder: ModelFolder, meta: dict, *, device, dtype: torch.dtype, text: bool = True):
+    """-> (teacher RealDiT, its VAE, its text encoder (None without ``text``: a cache carries the embeddings),
+    the VAE folder that keys the latent cache). An I2V teacher (Wan) gets its first-frame inputs from its own
+    VAE and image encoder for ``meta``'s clips; a HunyuanVideo-I2V teacher's text encoder reads each clip's
+    prompt with its first frame (cached per clip)."""
+    from ..models.families.real import TEXT_COMPONENTS, RealPipeline
     from ..models.families.wan import WanImageConditioner
 
-    pipe = RealPipeline.from_dir(folder.path, device=device, dtype=dtype)
+    pipe = RealPipeline.from_dir(folder.path, device=device, dtype=dtype, skip=() if text else TEXT_COMPONENTS)
     if pipe.dit.is_i2v and folder.family == "hunyuan15":  # SigLIP tokens; the latent comes from the cache
         from ..models.families.hunyuan15 import HunyuanVideo15ImageConditioner
 
         pipe.dit.image_conditioner = HunyuanVideo15ImageConditioner(pipe.pipe)
     elif pipe.dit.is_i2v:
         pipe.dit.image_conditioner = WanImageConditioner(pipe.pipe, frames=meta["num_frames"])
-    return pipe.dit, pipe.vae, pipe.text_encoder(), folder.component_path("vae")
+    return pipe.dit, pipe.vae, pipe.text_encoder() if text else None, folder.component_path("vae")
 
 
 def wan_feature_layers(cfg: DistillConfig, folder: ModelFolder) -> DistillConfig:

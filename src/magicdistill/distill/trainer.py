@@ -29,7 +29,8 @@ from ..train.run import Run, closes_runs
 from ..train.teacher import latent_set_for, step_generator
 from ..validate import check_model_folder
 from ..video import tensor_to_frames, write_mp4
-from .cached_data import check_teacher_fits, config_for_data, open_cache_for_teacher
+from .cached_data import (check_teacher_fits, config_for_data, open_cache_for_real_teacher, open_cache_for_teacher,
+                          with_cache_format)
 from .cfg_distill import CFGDistillMethod
 from .memory import autocast
 from .lcm import LCMMethod
@@ -76,7 +77,7 @@ def sampler_record(cfg: DistillConfig) -> dict:
 @closes_runs
 def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
             cache_dir: str | Path | None = None, height: int | None = None, width: int | None = None,
-            frames: int | None = None, overwrite: bool = False) -> Path:
+            frames: int | None = None, overwrite: bool = False, log: str = "none") -> Path:
     teacher_dir = Path(teacher_dir)
     check_model_folder(teacher_dir, "--teacher")
     real = is_real_folder(teacher_dir)  # a Wan / HunyuanVideo diffusers folder (distill/real_teacher.py)
@@ -99,19 +100,18 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
     cached = None
     if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
-        if real:
-            raise ValueError("--data: caches are encoded with the tiny default's VAE and text encoder; a cache for a "
-                             "Wan / HunyuanVideo teacher is not supported yet (distil on the synthetic clips)")
-        cached = open_cache_for_teacher(cfg.data_cache, meta, resolve_vae_dir(teacher_dir))
+        cached = open_cache_for_real_teacher(cfg.data_cache, folder) if real else \
+            open_cache_for_teacher(cfg.data_cache, meta, resolve_vae_dir(teacher_dir))
         cfg = config_for_data(cfg, cached)
+        meta = with_cache_format(meta, cached)  # the clips are the cache's: before the teacher loads (Wan I2V's inputs)
     run = Run(out, cfg, resume=resume, may_change=("iters",), length_key="iters", overwrite=overwrite,
-              identity={"teacher": str(teacher_dir.resolve())})
+              identity={"teacher": str(teacher_dir.resolve())}, log=log)
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
     sampler = sampler_record(cfg)
     # 1. models and data
     if real:
-        teacher, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
+        teacher, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype, text=cached is None)
         sampler["schedule"] = "shifted_linear"  # the generator trains at flow.sigma_schedule's sigmas
         if teacher.guidance_embeds:  # the scale is an input: real score, fake score and generator all see it
             teacher.embedded_guidance = cfg.real_guidance
@@ -140,9 +140,6 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         check_teacher_fits(cached, latent_channels=teacher.latent_channels, i2v=teacher.is_i2v)
         null_text = cached.null_text().to(device)
         data, test = cached, cached.take(range(min(2, len(cached))))  # samples show the first clips (or prompts)
-        rule = cached.rule
-        meta = {**meta, "height": rule["height"], "width": rule["width"], "num_frames": rule["num_frames"],
-                "fps": rule["fps"]}
     has_clips = cached is None or cached.has_clips
     # 2. method
     method = build_method(teacher, cfg)

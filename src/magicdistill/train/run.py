@@ -16,6 +16,7 @@ from ..atomic import recover_folder, write_text_atomic
 from ..config import Strict
 from ..runlock import LOCK_NAME, RunLock
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .metric_sinks import check_sink, open_sink
 
 
 def lr_schedule(opt: torch.optim.Optimizer, factor, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
@@ -46,11 +47,15 @@ class Run:
     ``closes_runs``, which also turns Ctrl-C into one line saying what was kept)."""
 
     def __init__(self, out: str | Path, config: Strict, *, resume: bool = False, may_change: tuple[str, ...] = (),
-                 length_key: str | None = None, identity: dict[str, str] | None = None, overwrite: bool = False):
+                 length_key: str | None = None, identity: dict[str, str] | None = None, overwrite: bool = False,
+                 log: str = "none"):
         """``may_change``: top-level config keys a resumed run may alter (e.g. its length). ``length_key``: the
         config's length (steps/iters), which a resumed run may not set below what its checkpoint has done.
         ``identity``: what the run is of that is not in its config (e.g. the teacher folder): a resume must
-        match it. ``overwrite``: start afresh in a folder holding another run (its files are replaced)."""
+        match it. ``overwrite``: start afresh in a folder holding another run (its files are replaced).
+        ``log``: also send the metrics to tensorboard or wandb (train/metric_sinks.py)."""
+        check_sink(log)  # a missing package fails before anything is written
+        self._sink = None
         self.dir = Path(out)
         self.config = config
         self.step = 0  # the last iteration checked (check_finite)
@@ -68,6 +73,7 @@ class Run:
                 except OSError:
                     pass
             raise
+        self._sink = open_sink(log, self.dir, config.model_dump(), resume)
         _OPEN_RUNS.append(self)
         self._t0 = time.time()
 
@@ -148,6 +154,8 @@ class Run:
         rec = {"step": step, "time": round(time.time() - self._t0, 2), **metrics}
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if self._sink is not None:
+            self._sink.log(step, metrics)
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
              **meta: Any) -> None:
@@ -163,6 +171,9 @@ class Run:
         return int(meta["step"])
 
     def close(self) -> None:
+        if getattr(self, "_sink", None) is not None:
+            self._sink.close()
+            self._sink = None
         self._lock.release()
         if self in _OPEN_RUNS:
             _OPEN_RUNS.remove(self)

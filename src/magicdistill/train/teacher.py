@@ -145,13 +145,13 @@ def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: Laten
 
 @closes_runs
 def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, cache_dir: str | None = None,
-                  overwrite: bool = False) -> VideoDiT:
+                  overwrite: bool = False, log: str = "none") -> VideoDiT:
     if not cfg.vae_dir:
         raise ValueError("no VAE given: pass --vae DIR (a diffusers VAE folder, e.g. the shipped one)")
     torch.manual_seed(cfg.seed)
     cfg = with_cache_format(cfg)
     run = Run(out, cfg, resume=resume, may_change=("steps", "guidance"),  # guidance: previews and record only
-              length_key="steps", overwrite=overwrite)
+              length_key="steps", overwrite=overwrite, log=log)
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     vae = load_vae(cfg.vae_dir, device=device)
     vae.check_frames(cfg.data.num_frames)

@@ -23,6 +23,7 @@ from .base import Family, RealDiT, load_component
 
 
 INT8_WEIGHTS = "transformer.int8.safetensors"
+TEXT_COMPONENTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 
 
 def load_int8_transformer(folder: ModelFolder, cls, *, dtype: torch.dtype):
@@ -82,7 +83,10 @@ class RealPipeline:
         self.family = dit.family
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32) -> "RealPipeline":
+    def from_dir(cls, model_dir: str | Path, *, device="cpu", dtype: torch.dtype = torch.float32,
+                 skip: tuple[str, ...] = ()) -> "RealPipeline":
+        """``skip``: components left unloaded (None in the pipeline), e.g. the text encoders when distilling from a
+        cache that carries the prompts' embeddings."""
         folder = read_model_folder(model_dir)
         dit = load_dit(folder, dtype=dtype, device=device)
         parts = {"transformer": dit.transformer}
@@ -90,7 +94,7 @@ class RealPipeline:
             parts["transformer_2"] = dit.transformer_2
         for name in folder.components:
             if name not in parts:
-                parts[name] = load_component(folder, name, dtype=dtype, device=device)
+                parts[name] = None if name in skip else load_component(folder, name, dtype=dtype, device=device)
         pipe_cls = getattr(importlib.import_module("diffusers"), folder.pipeline)
         extra = {}
         index = (folder.base or folder.path) / "model_index.json"
