@@ -6,10 +6,12 @@ noised on their own (sigma ~ U[0.02, 0.5], recorded), passed once through the fa
 with every transformer block tapped, and the token features are kept. Fresh heads (the shipped architecture,
 models/discriminator.py) are then trained on those cached features for many epochs with each setting (block,
 learning rate, Adam beta1, hidden width, sigma range) and scored on held-out clips (their own cached features):
-accuracy (logit > 0 = real) and AUC. If no setting gets far above chance here, no learning rate, head or number of
-head steps in a real run will: the features do not carry the difference. Time: about 15 min on a loaded 2-core CPU.
+accuracy (logit > 0 = real) and AUC. If no setting gets far above chance here, the features carry little of the
+difference, and a real run's head with those settings is unlikely to do better (there the LoRA also trains, which
+this probe does not model). Time: 368 s at the defaults on 2 CPU
+cores shared at a load average of 11-15.
 
-    OMP_NUM_THREADS=1 python benchmarks/experiments/disc_probe.py RUN_DIR [--train-clips 192] [--test-clips 64]
+    OMP_NUM_THREADS=1 python benchmarks/experiments/disc_probe.py RUN_DIR [--train-clips 128] [--test-clips 64]
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--teacher", default=str(SHIPPED_DIR / "teacher"))
     ap.add_argument("--cache", default="runs/distill_cache")
-    ap.add_argument("--train-clips", type=int, default=192)
+    ap.add_argument("--train-clips", type=int, default=128)
     ap.add_argument("--test-clips", type=int, default=64)
     ap.add_argument("--num-clips", type=int, default=200, help="the run's --num-clips (its training cache)")
     ap.add_argument("--epochs", type=int, default=8)
