@@ -5,10 +5,11 @@ import math
 import statistics
 
 import pytest
+import torch
 
 
 def test_quick_plan_has_every_table_and_shares_units():
-    from magicdistill.bench.plan import QUICK, Unit, make_plan
+    from magicdistill.bench.plan import FULL, QUICK, Unit, make_plan
 
     plan = make_plan(QUICK)
     labels = [u.label for u in plan.table1]
@@ -31,6 +32,12 @@ def test_quick_plan_has_every_table_and_shares_units():
     w2s4 = [u.iters for u in units if u.run_id == Unit("w2s", 4).run_id]
     assert w2s4 == [4, 8, 16]  # one run, continued snapshot to snapshot
     assert "W2S 4-step (T2V)" in make_plan(QUICK, t2v=True).curves
+    # every trained row is distilled with >= 2 seeds, in --quick (CI's bench) and in the full plan; the full plan
+    # has >= 32 held-out clips and the 1/2/4-step regimes (Euler far from the teacher at 1 and 2 steps)
+    assert QUICK.distill_seeds >= 2 and FULL.distill_seeds >= 2 and FULL.clips >= 32
+    assert QUICK.clips // QUICK.clip_block >= 2  # the interval of an Euler row is over clip blocks
+    full = make_plan(FULL)
+    assert {u.steps for u in full.table1 if u.trained} == {1, 2, 4} and Unit("euler", 2) in full.table1
 
 
 def test_settings_validation_and_overrides():
@@ -38,6 +45,10 @@ def test_settings_validation_and_overrides():
 
     assert settings_for(True, iters=40).curve_iters == (5, 10, 20, 40)
     assert settings_for(False, clips=3).clips == 3 and settings_for(False).iters == 200
+    assert settings_for(False, clips=3).clip_block == 3  # fewer clips than a block: one block of all of them
+    assert settings_for(False, clips=64).clip_block == 8 and settings_for(True, distill_seeds=3).distill_seeds == 3
+    with pytest.raises(ValueError, match="multiple of --clip-block"):
+        Settings(clips=12, clip_block=5)
     with pytest.raises(ValueError, match="curve_iters"):
         Settings(iters=10, curve_iters=(5, 20))
     with pytest.raises(ValueError, match=">= 1"):
@@ -45,7 +56,17 @@ def test_settings_validation_and_overrides():
 
 
 def test_mean_ci_student_t_on_known_numbers():
-    from magicdistill.bench.stats import mean_ci, overlap
+    from magicdistill.bench.stats import mean_ci, nested_ci, overlap
+
+    # two distillation seeds with 3 and 3 cells: the interval is over the two seed means (2 and 5), df = 1
+    ci = nested_ci([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert ci["mean"] == 3.5 and ci["groups"] == 2 and ci["n"] == 6
+    assert ci["half_width"] == pytest.approx(12.706205 * statistics.stdev([2.0, 5.0]) / math.sqrt(2), rel=1e-6)
+    # not the interval over the six cells as if independent (that would hide the seed-to-seed spread)
+    assert ci["half_width"] > mean_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])["half_width"] * 2
+    # one group (an Euler row: nothing distilled): over its cells, i.e. clip blocks x sampling seeds
+    assert nested_ci([[1.0, 2.0, 3.0]]) == {**mean_ci([1.0, 2.0, 3.0]), "groups": 1}
+    assert nested_ci([[None], [2.0, None]]) == {"mean": 2.0, "half_width": None, "n": 1, "groups": 1}
 
     ci = mean_ci([1.0, 2.0, 3.0])  # s = 1, t_{0.975, 2} = 4.302653
     assert ci["mean"] == 2.0 and ci["n"] == 3
@@ -105,29 +126,45 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
 
     distills = []
     inner = runner.distill if real else _shipped_generator_as
-    monkeypatch.setattr(runner, "distill", lambda cfg, *a, **k: distills.append((cfg.iters, k["resume"])) or inner(cfg, *a, **k))
+    monkeypatch.setattr(runner, "distill",
+                        lambda cfg, *a, **k: distills.append((cfg.iters, k["resume"], cfg.seed)) or inner(cfg, *a, **k))
     # an 8-step CFG teacher as the reference (the real bench: 50 steps) keeps the test fast
-    s = Settings(iters=2, clips=1, seeds=2, num_clips=8, curve_iters=(1, 2), distilled_steps=(1,), euler_steps=(8,),
-                 reference_steps=8)
+    s = Settings(iters=2, clips=1, clip_block=1, seeds=2, distill_seeds=2, num_clips=8, curve_iters=(1, 2),
+                 distilled_steps=(1,), euler_steps=(8,), reference_steps=8)
     w2s = [Unit("w2s", 1, iters=1), Unit("w2s", 1, iters=2)]
     plan = Plan(table1=[Unit("euler", 8), w2s[1]], alpha=[], curves={"W2S 1-step": w2s}, reference=Unit("euler", 8))
     evaluate, calls = _stand_in()
     docs = tmp_path / "docs" / "RESULTS.md"
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan, command="magicdistill bench --test")
-    assert calls == [1] * 6  # 3 units x 2 seeds
-    assert distills == [(1, False), (2, real)]  # the run continued from 1 to 2 iterations (from its checkpoint)
+    assert calls == [1] * 10  # Euler: 2 sampling seeds; each trained unit: 2 distillation seeds x 2 sampling seeds
+    # one run per distillation seed, each continued from 1 to 2 iterations (from its checkpoint)
+    assert distills == [(1, False, 0), (1, False, 1), (2, real, 0), (2, real, 1)]
     res = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "bench" / "results").glob("*.json")}
     ref, gen = res[Unit("euler", 8).id], res[w2s[1].id]
     assert ref["nfe"] == 16 and gen["nfe"] == 1
-    for r in (ref, gen):
-        assert r["metrics"]["average"]["mean"] == pytest.approx(statistics.fmean(m["average"] for m in r["per_seed"]))
-        assert r["metrics"]["average"]["n"] == 2 and r["metrics"]["fvd"]["mean"] is None
-        assert len(r["seconds"]) == 2
+    assert [c["distill_seed"] for c in ref["cells"]] == [None, None] and ref["metrics"]["average"]["groups"] == 1
+    assert ref["metrics"]["average"]["mean"] == pytest.approx(statistics.fmean(m["average"] for m in ref["cells"]))
+    assert len(ref["seconds"]) == 2 and len(gen["seconds"]) == 4
+    assert [(c["distill_seed"], c["seed"]) for c in gen["cells"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert gen["distill_seeds"] == [0, 1] and gen["metrics"]["average"]["groups"] == 2
+    assert gen["metrics"]["average"]["n"] == 4 and gen["metrics"]["fvd"]["mean"] is None
+    # the interval is over the two distillation seeds' means
+    means = [statistics.fmean(c["average"] for c in gen["cells"] if c["distill_seed"] == d) for d in (0, 1)]
+    assert gen["metrics"]["average"]["mean"] == pytest.approx(statistics.fmean(means))
+    assert gen["metrics"]["average"]["half_width"] == pytest.approx(12.706205 * statistics.stdev(means) / math.sqrt(2),
+                                                                   rel=1e-6)
+    runs = [tmp_path / "bench" / "runs" / f"{w2s[1].run_id}-s{d}" / "snapshots" / "it2" for d in (0, 1)]
+    if real:  # two distillation seeds are two different generators (seeds collapsed into one would be equal)
+        from safetensors.torch import load_file
+
+        w = [load_file(next((r / "transformer").glob("*.safetensors"))) for r in runs]
+        assert any(not torch.equal(w[0][k], w[1][k]) for k in w[0])
+        assert means[0] != means[1]
     # side by side: each ratio pairs a row's time with the reference's on the same clip (which is faster is a
     # benchmark question, not asserted here: at these millisecond sizes a loaded machine can flip it)
     assert ref["time_ratio"] == 1.0 and len(gen["time_ratios"]) == 2 and gen["time_ratio"] > 0
     assert gen["time_ratio"] == pytest.approx(statistics.median(gen["time_ratios"]))
-    assert ref["per_seed"][0]["average"] != ref["per_seed"][1]["average"]  # the seeds draw different noise
+    assert ref["cells"][0]["average"] != ref["cells"][1]["average"]  # the seeds draw different noise
     assert ref["measured"]["commit"] and ref["measured"]["threads"] >= 1  # each row records where it was measured
     text = docs.read_text()
     # (the exact line depends on the checkout: a tracked file edited mid-test adds a second, "uncommitted" entry)
@@ -140,15 +177,15 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     # resume: a finished unit is skipped; a deleted one is re-measured, without training again, to the same numbers
     (tmp_path / "bench" / "results" / f"{w2s[1].id}.json").unlink()
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
-    assert calls == [1] * 8 and len(distills) == 2
+    assert calls == [1] * 14 and len(distills) == 4
     again = json.loads((tmp_path / "bench" / "results" / f"{w2s[1].id}.json").read_text())
-    assert [m["average"] for m in again["per_seed"]] == [m["average"] for m in gen["per_seed"]]
+    assert [m["average"] for m in again["cells"]] == [m["average"] for m in gen["cells"]]
     assert again["distill_seconds"] == gen["distill_seconds"] > 0  # the training time is kept with the snapshot
     assert "2 of 3 units were measured by an earlier invocation" in docs.read_text()
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
-    assert len(calls) == 8 and "3 of 3 units" in docs.read_text()
+    assert len(calls) == 14 and "3 of 3 units" in docs.read_text()
     with pytest.raises(ValueError, match="different settings"):
-        run_bench(tmp_path / "bench", Settings(iters=2, clips=2, seeds=2, num_clips=8, curve_iters=(1, 2),
+        run_bench(tmp_path / "bench", Settings(iters=2, clips=2, clip_block=1, seeds=2, num_clips=8, curve_iters=(1, 2),
                                                 euler_steps=(8,), reference_steps=8),
                   docs=docs, evaluate=evaluate, plan=plan)
 
@@ -161,8 +198,8 @@ def test_t2v_curve_distils_and_samples_a_text_to_video_teacher(tmp_path):
     from toys import write_tiny_teacher
 
     ti2v, t2v = write_tiny_teacher(tmp_path / "i"), write_tiny_teacher(tmp_path / "t", "t2v")
-    s = Settings(iters=1, clips=1, seeds=1, num_clips=8, curve_iters=(1,), distilled_steps=(1,), euler_steps=(2,),
-                 reference_steps=2)
+    s = Settings(iters=1, clips=1, clip_block=1, seeds=1, distill_seeds=1, num_clips=8, curve_iters=(1,),
+                 distilled_steps=(1,), euler_steps=(2,), reference_steps=2)
     unit = Unit("w2s", 1, iters=1, teacher="t2v")
     plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit]}, t2v=True,
                 reference=Unit("euler", 2))
@@ -171,7 +208,7 @@ def test_t2v_curve_distils_and_samples_a_text_to_video_teacher(tmp_path):
     run_bench(tmp_path / "bench", s, teacher_dir=ti2v, t2v_teacher=t2v, docs=docs, evaluate=evaluate, plan=plan)
     row = json.loads((tmp_path / "bench" / "results" / f"{unit.id}.json").read_text())
     assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1]
-    gen = json.loads((tmp_path / "bench" / "runs" / unit.run_id / "snapshots" / "it1" / "dit.json").read_text())
+    gen = json.loads((tmp_path / "bench" / "runs" / f"{unit.run_id}-s0" / "snapshots" / "it1" / "dit.json").read_text())
     assert gen["task"] == "t2v"
     text = docs.read_text()
     assert "| W2S 1-step (T2V) | 1 |" in text and "not run" not in text and f"T2V teacher: {t2v}" in text
@@ -221,7 +258,8 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
     from magicdistill.bench.plan import Plan, Settings, Unit
     from magicdistill.bench.report import write_results
 
-    s = Settings(iters=2, clips=1, seeds=2, curve_iters=(2,), euler_steps=(8,), reference_steps=8, distilled_steps=(1,))
+    s = Settings(iters=2, clips=1, clip_block=1, seeds=2, curve_iters=(2,), euler_steps=(8,), reference_steps=8,
+                 distilled_steps=(1,))
     ref, w2s, dmd = Unit("euler", 8), Unit("w2s", 1, iters=2), Unit("dmd", 1, alpha_weak=0.0, iters=2)
     plan = Plan(table1=[ref, w2s, dmd], alpha=[], curves={}, reference=ref)
     render = lambda: write_results(tmp_path / "R.md", plan, done, s, command="c",  # noqa: E731
@@ -256,7 +294,9 @@ def test_partial_results_page_marks_pending_rows(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--seeds", "0"], "--seeds and --distill-seeds must be >= 1"),
+    (["--distill-seeds", "0"], "--seeds and --distill-seeds must be >= 1"),
+    (["--clips", "12", "--clip-block", "5"], "--clips (12) must be a multiple of --clip-block (5)"),
     (["--iters", "0"], ">= 1"),
     (["--t2v-teacher", "TI2V"], "is an image-to-video model"),
     (["--teacher", "nowhere"], "no TI2V teacher at nowhere"),
@@ -297,3 +337,39 @@ def test_report_names_the_shipped_teacher_by_its_place_in_the_repository():
 
     assert _shown(SHIPPED_DIR / "teacher") == "src/magicdistill/checkpoints/tiny/teacher"
     assert _shown("runs/t2v/teacher") == "runs/t2v/teacher"
+
+
+def test_gap_share_and_findings_lead_with_measured_comparisons():
+    from magicdistill.bench.findings import findings, gap_share, gap_table
+    from magicdistill.bench.plan import Plan, Settings, Unit
+
+    s = Settings(iters=2, clips=8, curve_iters=(2,), euler_steps=(1, 50), distilled_steps=(1,))
+    ci = lambda m, h: {"mean": m, "half_width": h, "n": 2}  # noqa: E731
+    row = lambda u, fvd, fid, nfe: {"id": u.id, "label": u.label, "nfe": nfe, "time_ratio": nfe / 100,  # noqa: E731
+                                    "metrics": {"fvd": fvd, "fid": fid}}
+    e1, t, w2s, dmd = Unit("euler", 1), Unit("euler", 50), Unit("w2s", 1, iters=2), Unit("dmd", 1, alpha_weak=0.0, iters=2)
+    results = {e1.id: row(e1, ci(200.0, 5.0), ci(8.0, 0.5), 2), t.id: row(t, ci(100.0, 5.0), ci(4.0, 0.5), 100),
+               w2s.id: row(w2s, ci(120.0, 5.0), ci(8.2, 0.5), 1), dmd.id: row(dmd, ci(150.0, 5.0), ci(6.8, 0.5), 1)}
+    # (Euler_1 - row) / (Euler_1 - teacher): FVD (200 - 120) / (200 - 100) = 0.8; FID (8 - 6.8) / (8 - 4) = 0.3
+    assert gap_share(results, w2s, 50, "fvd") == pytest.approx(0.8)
+    assert gap_share(results, dmd, 50, "fid") == pytest.approx(0.3)
+    assert gap_share(results, w2s, 50, "fid") == pytest.approx(-0.05)
+    plan = Plan(table1=[e1, t, w2s, dmd], alpha=[], curves={}, reference=t)
+    table = "\n".join(gap_table(plan, results, s))
+    assert "| W2S 1-step | +80% | -5% |" in table and "| DMD2 1-step | +50% | +30% |" in table
+    lines = findings(plan, results, s, "RUN IT")
+    assert any("1 step, FVD**: the best distilled row, W2S 1-step (120.0 ± 5.0), **beats** 1-step Euler (200.0 ± 5.0)"
+               in line and "+80% of the Euler-to-teacher gap closed; 1 NFE against the teacher's 100" in line
+               for line in lines)
+    assert not any("Not decided" in line for line in lines)  # every interval here separates
+    assert any("W2S vs DMD2 at 1 steps**: W2S's FVD is lower" in line for line in lines)
+    # a gap inside the noise is no gap: Euler_1 within the teacher's interval gives no share, and the open
+    # comparisons are listed with the run that would decide them
+    results[e1.id]["metrics"]["fvd"] = ci(104.0, 5.0)
+    results[dmd.id]["metrics"]["fvd"] = ci(118.0, 5.0)
+    assert gap_share(results, w2s, 50, "fvd") is None
+    assert "| W2S 1-step | no measured gap | -5% |" in "\n".join(gap_table(plan, results, s))
+    lines = findings(plan, results, s, "RUN IT")
+    assert any("Not decided at this sample size" in line and "W2S vs DMD2 at 1 step" in line and "RUN IT" in line
+               for line in lines)
+    assert any("Did not reproduce: W2S ahead of DMD2" in line for line in lines)

@@ -587,9 +587,12 @@ def serve_cmd(
 def bench_cmd(
     out: Path = typer.Option(..., help="bench folder (distillation runs, latent cache, results/*.json); re-running "
                                        "continues it"),
-    quick: bool = typer.Option(False, "--quick", help="a few-minute version: 16 iterations, 2 clips, 2 seeds"),
-    seeds: int = typer.Option(None, help="sampling seeds per row [default: 3, --quick 2]"),
-    clips: int = typer.Option(None, help="held-out clips per seed [default: 8, --quick 2]"),
+    quick: bool = typer.Option(False, "--quick", help="a few-minute version: 16 iterations, 4 clips, 1 sampling "
+                                                      "seed, 2 distillation seeds"),
+    seeds: int = typer.Option(None, help="sampling seeds per clip [default: 2, --quick 1]"),
+    clips: int = typer.Option(None, help="held-out clips [default: 32, --quick 4]"),
+    clip_block: int = typer.Option(None, help="clips per metric cell (FVD/FID are set metrics) [default: 8, --quick 2]"),
+    distill_seeds: int = typer.Option(None, help="distillation seeds per trained row [default: 2]"),
     iters: int = typer.Option(None, help="distillation iterations per generator [default: 200, --quick 16]"),
     docs: Path = typer.Option(Path("docs/RESULTS.md"), help="the results page to write (plots go to its plots/)"),
     teacher: Path = typer.Option(None, help="TI2V teacher folder [default: the shipped tiny teacher]"),
@@ -609,7 +612,8 @@ def bench_cmd(
     from .bench.runner import run_bench
 
     try:
-        settings = settings_for(quick, iters=iters, clips=clips, seeds=seeds)
+        settings = settings_for(quick, iters=iters, clips=clips, seeds=seeds, clip_block=clip_block,
+                                distill_seeds=distill_seeds)
         path = run_bench(out, settings, teacher_dir=teacher, t2v_teacher=t2v_teacher, docs=docs, device=device,
                          probe=probe, command=shlex.join(["magicdistill", *sys.argv[1:]]), data=data)
     except ValueError as e:

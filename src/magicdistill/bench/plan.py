@@ -67,8 +67,12 @@ class Settings:
     """Sizes of one bench. ``curve_iters`` ends at ``iters``: the curve's last point is the table's row."""
 
     iters: int = 200  # the paper's optimum for a 4-step generator (Magic 1-For-1 section 4.2)
-    clips: int = 8  # held-out clips (first frames) per seed
-    seeds: int = 3  # sampling seeds; the 95% CI is over these
+    clips: int = 32  # held-out clips (first frames), sampled with every sampling seed
+    clip_block: int = 8  # clips per metric cell: FVD/FID are set metrics, computed over each block of clips
+    seeds: int = 2  # sampling seeds (noise) per clip
+    # distillation seeds per trained row: each is its own run (seed, data order, noise); the 95% interval of a
+    # trained row is over these, each averaged over its clip blocks x sampling seeds (stats.nested_ci)
+    distill_seeds: int = 2
     num_clips: int = 1000  # encoded training clips (one latent cache shared by every run)
     curve_iters: tuple[int, ...] = (25, 50, 100, 200)
     lambda_reg: float = 1.0  # [decision] L_reg at the weight of L_DMD: both are normalised gradients
@@ -83,12 +87,20 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.iters < 1 or self.clips < 1 or self.seeds < 1:
-            raise ValueError("--iters, --clips and --seeds must be >= 1")
+        if self.iters < 1 or self.clips < 1 or self.seeds < 1 or self.distill_seeds < 1:
+            raise ValueError("--iters, --clips, --seeds and --distill-seeds must be >= 1")
+        if not 1 <= self.clip_block <= self.clips or self.clips % self.clip_block:
+            raise ValueError(f"--clips ({self.clips}) must be a multiple of --clip-block ({self.clip_block}), "
+                             "the clips per metric cell")
         if not self.curve_iters or self.curve_iters[-1] != self.iters or list(self.curve_iters) != sorted(set(self.curve_iters)):
             raise ValueError(f"curve_iters must increase and end at iters={self.iters}, got {self.curve_iters}")
         if self.reference_steps not in self.euler_steps:
             raise ValueError(f"the Euler steps must include the {self.reference_steps}-step reference")
+
+    @property
+    def distill_seed_values(self) -> tuple[int, ...]:
+        """The distillation seeds of a trained row: seed, seed + 1, ..."""
+        return tuple(self.seed + k for k in range(self.distill_seeds))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -96,8 +108,10 @@ class Settings:
 
 # --quick: every table, at sizes that run in a few minutes on 2 idle cores (docs/RESULTS.md says
 # how long it took on the day); distilled generators barely leave their initialisation in 16 iterations.
-QUICK = Settings(iters=16, clips=2, seeds=2, num_clips=32, curve_iters=(4, 8, 16))
-FULL = Settings()
+QUICK = Settings(iters=16, clips=4, clip_block=2, seeds=1, distill_seeds=2, num_clips=32, curve_iters=(4, 8, 16))
+# the full plan adds 2 steps, where N-step Euler is far from the teacher (1 and 2 steps are the regimes with a gap
+# for distillation to close; at 4 steps Euler is already near the teacher on this data)
+FULL = Settings(euler_steps=(1, 2, 4, 8, 16, 28, 50), distilled_steps=(1, 2, 4))
 
 
 def curve_points(iters: int) -> tuple[int, ...]:
@@ -148,10 +162,15 @@ def make_plan(s: Settings, *, t2v: bool = False) -> Plan:
 
 
 def settings_for(quick: bool, *, iters: int | None = None, clips: int | None = None, seeds: int | None = None,
-                 num_clips: int | None = None) -> Settings:
-    """The --quick or full preset with the command line's overrides (a new --iters moves the curve too)."""
+                 num_clips: int | None = None, distill_seeds: int | None = None,
+                 clip_block: int | None = None) -> Settings:
+    """The --quick or full preset with the command line's overrides (a new --iters moves the curve too;
+    --clips below the preset's block size makes the block all the clips)."""
     base = QUICK if quick else FULL
-    upd = {k: v for k, v in dict(clips=clips, seeds=seeds, num_clips=num_clips).items() if v is not None}
+    upd = {k: v for k, v in dict(clips=clips, seeds=seeds, num_clips=num_clips, distill_seeds=distill_seeds,
+                                 clip_block=clip_block).items() if v is not None}
+    if clips is not None and clip_block is None and (clips < base.clip_block or clips % base.clip_block):
+        upd["clip_block"] = clips
     if iters is not None and iters != base.iters:
         upd.update(iters=iters, curve_iters=curve_points(iters))
     return replace(base, **upd)

@@ -11,8 +11,12 @@ from ..config import DistillConfig
 from .plan import Plan, Settings, Unit
 from .plot import Series, line_plot
 from .provenance import git_commit, summarise
-from .stats import overlap
+from .findings import compare, findings, gap_table
+from .stats import fmt, overlap
 
+# what settles a comparison left open: the full plan, and more of what the interval is over
+DECIDE = ("the full bench, `magicdistill bench --out runs/bench` (1, 2 and 4 steps, 32 clips, 2 distillation seeds per "
+          "row), and if its intervals still overlap, more distillation seeds (`--distill-seeds`)")
 SUMMARY = ("average", "fvd", "fid", "perceptual")  # the first table's metrics; the rest go to the second
 LOWER_IS_BETTER = {"fid", "fvd", "kid", "perceptual"}
 PLOTTED = ("average", "fvd")
@@ -24,15 +28,6 @@ def metric_label(key: str) -> str:
     except ImportError:  # pragma: no cover - the eval module is part of the package
         LABELS = {}
     return LABELS.get(key, key + (" ↓" if key in LOWER_IS_BETTER else ""))
-
-
-def fmt(ci: dict | None) -> str:
-    """mean ± half-width with 4 significant digits of the mean, both at the same decimals."""
-    if not ci or ci.get("mean") is None:
-        return "n/a"
-    m = ci["mean"]
-    d = max(0, min(4, 3 - math.floor(math.log10(abs(m))))) if m else 4
-    return f"{m:.{d}f}" if ci["half_width"] is None else f"{m:.{d}f} ± {ci['half_width']:.{d}f}"
 
 
 def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Settings, *, command: str,
@@ -62,19 +57,27 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         f"{git_commit(Path(__file__).parent.parent)}",
         f"- Teacher: {_shown(teachers['ti2v'])} (TI2V)" + (f"; T2V teacher: {_shown(teachers['t2v'])}" if "t2v" in teachers else ""),
         (data_note or f"- Held-out set: the first {settings.clips} portrait clips of the test split (identities never "
-         f"seen in training), ground truth through the VAE") + f"; {settings.seeds} sampling seeds (noise seed = "
-        f"{settings.seed} + 1000·seed + clip, the same for every row, so rows differ by the model only)",
+         f"seen in training), ground truth through the VAE") + f"; {settings.seeds} sampling "
+        f"seed{'s' if settings.seeds > 1 else ''} (noise seed = {settings.seed} + 1000·seed + clip, the same for every "
+        "row, so rows differ by the model only)",
         f"- Distillation: {settings.iters} iterations per generator (batch {DistillConfig().batch_size}, "
         + (f"{settings.num_clips} training clips, " if data_note is None else "the cache's other clips, ") +
-        f"one shared latent cache, distillation seed {settings.seed}); L_reg weight {settings.lambda_reg:g} where used",
-        f"- Metrics: `eval.suite.evaluate_videos` with feature extractor `{extractor}`, computed per seed over the "
-        f"{settings.clips} clips; shown as mean ± half-width of the 95% Student-t interval over the "
-        f"{settings.seeds} seeds (no ± where only one value exists). The interval covers sampling noise only: "
-        "each generator was distilled once.",
+        f"one shared latent cache), each trained row distilled "
+        f"{settings.distill_seeds}× with distillation seeds {', '.join(map(str, settings.distill_seed_values))}; "
+        f"L_reg weight {settings.lambda_reg:g} where used",
+        f"- Metrics: `eval.suite.evaluate_videos` with feature extractor `{extractor}`, computed per cell: a block of "
+        f"{settings.clip_block} clips × one sampling seed × one distillation seed (FVD and FID are set metrics, so "
+        f"over {settings.clip_block} clips at a time). Shown as mean ± half-width of a 95% Student-t interval: for a "
+        f"trained row over its {settings.distill_seeds} distillation seeds, each the mean of its "
+        f"{settings.clips // settings.clip_block * settings.seeds} cells, so the interval holds the clip-to-clip and the "
+        "seed-to-seed variation (`bench/stats.py`, nested_ci); for an Euler row (nothing distilled) over its cells, "
+        "i.e. clips and sampling noise. No ± where only one value exists.",
         f"- Time in the measured units (all invocations): distillation {_total(done, 'distill_seconds') / 60:.1f} min, "
         f"sampling {_total(done, 'seconds') / 60:.1f} min. Wall time of this invocation: {seconds / 60:.1f} min"
         + (f" ({reused} of {len(plan.units())} units were measured by an earlier invocation in the same folder)"
            if reused else f" ({len(plan.units())} units)"), "",
+        "## Findings", "",
+        *(findings(plan, done, settings, DECIDE) or ["- None yet: the rows they compare are pending."]), "",
         "## Table 1 (MagicDistillation Table 1 in miniature)", "",
         "Paper (customised VBench average, 540×960×129): 28-step Euler 0.8107 · 4-step Euler 0.6768 · 4-step LCM "
         "0.6915 · 4-step DMD2 0.8063 · 4-step W2S 0.8219 (with L_reg 0.7474) · 1-step Euler 0.6169, LCM 0.6817, "
@@ -89,6 +92,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
                 for u in plan.table1]),
         "",
     ]
+    lines += gap_table(plan, results, settings)
     if rest:
         lines += ["Table 1, the other metrics:", "",
                   _table(["row", *map(metric_label, rest)],
@@ -185,16 +189,6 @@ def _series(name: str, units: list[Unit], results: dict, key: str, x) -> Series:
     return Series(name, [x(u) for u in units], [c["mean"] for c in cis], [c["half_width"] for c in cis])
 
 
-def compare(results: dict, a: Unit, b: Unit, key: str = "average") -> tuple[str, dict, dict]:
-    """'higher' / 'lower' / 'no clear difference' (95% intervals overlap) of a vs b on ``key``."""
-    ca, cb = results[a.id]["metrics"].get(key), results[b.id]["metrics"].get(key)
-    if not ca or not cb or ca["mean"] is None or cb["mean"] is None:
-        return "not comparable", ca or {}, cb or {}
-    if overlap(ca, cb):
-        return "no clear difference", ca, cb
-    return ("higher" if ca["mean"] > cb["mean"] else "lower"), ca, cb
-
-
 def notes(plan: Plan, results: dict, settings: Settings, clips: str = "64×64×17 synthetic portrait clips") -> list[str]:
     out = []
     verdicts = []
@@ -253,7 +247,8 @@ def notes(plan: Plan, results: dict, settings: Settings, clips: str = "64×64×1
         f"defaults of `magicdistill distill` at {settings.iters} iterations. The setting is a miniature: a DiT of a few "
         f"million parameters (checkpoints/tiny/RECORD.md) on {clips} instead of a 13 B model at 540×960×129; metrics from the project's "
         "probe network, not VBench's models; "
-        f"{settings.clips} clips × {settings.seeds} seeds; one distillation seed per generator. The shipped teacher "
+        f"{settings.clips} clips × {settings.seeds} sampling seeds × {settings.distill_seeds} distillation seeds per "
+        "trained row. The shipped teacher "
         "has a known defect (faces break where the head moves; docs/DECISIONS.md, 'Known defect'), and a distilled "
         "generator can only be as good as the score it matches. Short runs barely move a generator away from its initialisation (the teacher), "
         "so differences between distilled rows at --quick sizes are mostly noise.",

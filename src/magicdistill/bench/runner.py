@@ -30,8 +30,8 @@ from ..models.text import TextEmbedding
 from ..pipeline import SHIPPED_DIR, I2VPipeline, model_sampler, read_record, sample_video
 from .plan import Plan, Settings, Unit, make_plan
 from .provenance import code_commit, provenance
+from .stats import nested_ci
 from .user_data import bench_data
-from .stats import mean_ci
 
 Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
 
@@ -124,13 +124,16 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
             reused += 1
             continue
         pipes, held = loaded()
-        sampler = sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device, data_cache)
-        distill_seconds = snapshot_seconds(out, unit) if unit.trained else None
+        # a trained row: one generator per distillation seed; a sampler of the teacher: one (nothing was distilled)
+        dseeds = settings.distill_seed_values if unit.trained else (None,)
+        rows = {d: Timed(sampler_for(unit, settings, teachers[unit.teacher], pipes[unit.teacher], out, device, d,
+                                     data_cache), pipes[unit.teacher], held.texts[unit.teacher]) for d in dseeds}
+        distill_seconds = snapshot_seconds(out, unit, settings) if unit.trained else None
         reference = None if unit == plan.reference else Timed(
-            sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device, data_cache), pipes["ti2v"],
-            held.texts["ti2v"])
-        res = measure(unit, Timed(sampler, pipes[unit.teacher], held.texts[unit.teacher]), held, settings, evaluate,
-                      user.num_frames if user else pipes["ti2v"].spec.num_frames, reference)
+            sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device, data_cache=data_cache),
+            pipes["ti2v"], held.texts["ti2v"])
+        res = measure(unit, rows, held, settings, evaluate, user.num_frames if user else pipes["ti2v"].spec.num_frames,
+                      reference)
         res["distill_seconds"] = distill_seconds
         res["measured"] = provenance()
         write_json_atomic(path, res)
@@ -141,40 +144,49 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
 
 
 def sampler_for(unit: Unit, settings: Settings, teacher_dir: Path, pipe: I2VPipeline, out: Path, device: str,
-                data_cache: str = "") -> Sampler:
-    """The unit's model and sampler: the teacher at N Euler steps with its own CFG, or a distilled
-    generator sampled as its dit.json records."""
+                distill_seed: int | None = None, data_cache: str = "") -> Sampler:
+    """The unit's model and sampler: the teacher at N Euler steps with its own CFG, or the generator distilled
+    with ``distill_seed`` [default: settings.seed] sampled as its dit.json records."""
     if not unit.trained:  # what `distill --method euler` records, without copying the weights
         rec = sampler_record(with_teacher_guidance(DistillConfig(method="euler", steps=unit.steps), pipe.dit.meta))
         return Sampler(unit.label, pipe.dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"])
-    folder = distilled_generator(unit, settings, teacher_dir, out, device, data_cache)
+    folder = distilled_generator(unit, settings, teacher_dir, out, device, distill_seed, data_cache)
     dit = VideoDiT.load(folder, device=device)
     rec = model_sampler(dit.meta)
     return Sampler(unit.label, dit, rec["steps"], rec["guidance"], rec["shift"], rec["kind"], rec["eta"])
 
 
-def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: str, data_cache: str = "") -> DistillConfig:
-    """The distillation config of a trained unit (``data_cache``: the training split of a user's cache)."""
+def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: str,
+                   distill_seed: int | None = None, data_cache: str = "") -> DistillConfig:
+    """The distillation config of a trained unit, distilled with ``distill_seed`` [default: settings.seed]
+    (``data_cache``: the training split of a user's cache)."""
     real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent
     if unit.weff_alpha:
         w = with_teacher_guidance(DistillConfig(), read_record(teacher_dir)).real_guidance
         real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha)
     return DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
                          lambda_reg=unit.lambda_reg, real_guidance=real_guidance, num_clips=settings.num_clips,
-                         seed=settings.seed, device=device, ema_decay=settings.ema_decay, data_cache=data_cache,
+                         seed=settings.seed if distill_seed is None else distill_seed, device=device,
+                         ema_decay=settings.ema_decay, data_cache=data_cache,
                          # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
                          checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
 
 
+def run_folder(out: Path, unit: Unit, distill_seed: int) -> Path:
+    """``OUT/runs/<run>-s<seed>``: one distillation run per (run, distillation seed)."""
+    return out / "runs" / f"{unit.run_id}-s{distill_seed}"
+
+
 def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: Path, device: str,
-                        data_cache: str = "") -> Path:
-    """``OUT/runs/<run>/snapshots/it<K>``: the run's EMA generator after K iterations, made by
+                        distill_seed: int | None = None, data_cache: str = "") -> Path:
+    """``OUT/runs/<run>-s<seed>/snapshots/it<K>``: the run's EMA generator after K iterations, made by
     continuing the run (``distill --resume`` with a larger --iters) from its last checkpoint."""
-    run = out / "runs" / unit.run_id
+    distill_seed = settings.seed if distill_seed is None else distill_seed
+    run = run_folder(out, unit, distill_seed)
     snap = run / "snapshots" / f"it{unit.iters}"
     if (snap / "dit.json").is_file():
         return snap
-    cfg = distill_config(unit, settings, teacher_dir, device, data_cache)
+    cfg = distill_config(unit, settings, teacher_dir, device, distill_seed, data_cache)
     ckpt = run / "checkpoint" / "meta.json"
     if ckpt.is_file() and json.loads(ckpt.read_text())["step"] > unit.iters:
         # the run went past this snapshot (only if a snapshot was deleted by hand): start it over
@@ -192,10 +204,14 @@ def distilled_generator(unit: Unit, settings: Settings, teacher_dir: Path, out: 
 SNAPSHOT_RECORD = "bench_snapshot.json"
 
 
-def snapshot_seconds(out: Path, unit: Unit) -> float | None:
-    """Seconds of distillation that made this snapshot from the previous one (None if not recorded)."""
-    f = out / "runs" / unit.run_id / "snapshots" / f"it{unit.iters}" / SNAPSHOT_RECORD
-    return json.loads(f.read_text())["distill_seconds"] if f.is_file() else None
+def snapshot_seconds(out: Path, unit: Unit, settings: Settings) -> float | None:
+    """Seconds of distillation that made this snapshot from the previous one, summed over the distillation
+    seeds (None if any is not recorded)."""
+    files = [run_folder(out, unit, d) / "snapshots" / f"it{unit.iters}" / SNAPSHOT_RECORD
+             for d in settings.distill_seed_values]
+    if not all(f.is_file() for f in files):
+        return None
+    return sum(json.loads(f.read_text())["distill_seconds"] for f in files)
 
 
 @dataclass
@@ -217,35 +233,45 @@ class Timed:
         return v.cpu(), time.perf_counter() - t
 
 
-def measure(unit: Unit, row: Timed, held: HeldOut, settings: Settings, evaluate: Evaluate, num_frames: int,
-            reference: Timed | None = None, pairs: int = 2) -> dict:
-    """Sample every held-out first frame with every seed, one video at a time (timed), and compute
-    the metrics per seed. The noise of (seed s, clip i) is the same for every unit, so rows differ by
-    the model only (paired comparison). The time ratio to the reference is measured side by side:
-    ``pairs`` times the reference then this row on the same clip, median of the ratios (the machine's
-    load changes between rows; it changes much less within a pair)."""
-    n = held.truth.shape[0]
-    seconds, per_seed, ratios = [], [], []
-    bar = tqdm(total=n * settings.seeds, desc=unit.label, unit="video", leave=False)
-    for s in range(settings.seeds):
-        videos = []
-        for i in range(n):
-            v, sec = row.sample(held, i, torch.Generator().manual_seed(noise_seed(settings.seed, s, i)), num_frames)
-            seconds.append(sec)
-            videos.append(v)
-            bar.update()
-        per_seed.append(evaluate(torch.cat(videos), held.truth, cond_images=held.first))
+def measure(unit: Unit, rows: dict[int | None, Timed], held: HeldOut, settings: Settings, evaluate: Evaluate,
+            num_frames: int, reference: Timed | None = None, pairs: int = 2) -> dict:
+    """Sample every held-out first frame with every sampling seed, for each distillation seed's generator
+    (``rows``: distillation seed -> sampler; one entry, key None, for a sampler of the teacher), one video at a
+    time (timed), and compute the metrics per cell: (distillation seed, sampling seed, block of
+    ``settings.clip_block`` clips). The noise of (sampling seed s, clip i) is the same for every unit, so rows
+    differ by the model only (paired comparison). Each metric's interval is over the distillation seeds with the
+    cells nested in them (stats.nested_ci). The time ratio to the reference is measured side by side with the
+    first generator: ``pairs`` times the reference then this row on the same clip, median of the ratios (the
+    machine's load changes between rows; it changes much less within a pair)."""
+    n, block = held.truth.shape[0], settings.clip_block
+    seconds, cells, ratios = [], [], []
+    bar = tqdm(total=n * settings.seeds * len(rows), desc=unit.label, unit="video", leave=False)
+    for dseed, row in rows.items():
+        for s in range(settings.seeds):
+            videos = []
+            for i in range(n):
+                v, sec = row.sample(held, i, torch.Generator().manual_seed(noise_seed(settings.seed, s, i)), num_frames)
+                seconds.append(sec)
+                videos.append(v)
+                bar.update()
+            videos = torch.cat(videos)
+            for k in range(0, n, block):
+                m = evaluate(videos[k:k + block], held.truth[k:k + block], cond_images=held.first[k:k + block])
+                cells.append({**m, "distill_seed": dseed, "seed": s, "block": k // block})
     bar.close()
+    first = next(iter(rows.values()))
     for j in range(pairs if reference is not None else 0):
         i, g = j % n, lambda: torch.Generator().manual_seed(noise_seed(settings.seed, 0, j % n))
-        ref_sec, row_sec = reference.sample(held, i, g(), num_frames)[1], row.sample(held, i, g(), num_frames)[1]
+        ref_sec, row_sec = reference.sample(held, i, g(), num_frames)[1], first.sample(held, i, g(), num_frames)[1]
         ratios.append(row_sec / ref_sec)
-    keys = [k for k, v in per_seed[0].items() if isinstance(v, (int, float)) or v is None]
-    return {"id": unit.id, "unit": unit.as_dict(), "label": unit.label, "nfe": row.sampler.nfe,
+    keys = [k for k, v in cells[0].items() if (isinstance(v, (int, float)) or v is None)
+            and k not in ("distill_seed", "seed", "block")]
+    metrics = {k: nested_ci([[c.get(k) for c in cells if c["distill_seed"] == d] for d in rows]) for k in keys}
+    return {"id": unit.id, "unit": unit.as_dict(), "label": unit.label, "nfe": first.sampler.nfe,
             "seconds_per_video": statistics.median(seconds), "seconds": seconds,
-            "time_ratio": statistics.median(ratios) if ratios else 1.0, "time_ratios": ratios, "per_seed": per_seed,
-            "metrics": {k: mean_ci([m.get(k) for m in per_seed]) for k in keys},
-            "extractor": per_seed[0].get("extractor", "")}
+            "time_ratio": statistics.median(ratios) if ratios else 1.0, "time_ratios": ratios,
+            "distill_seeds": list(rows) if unit.trained else [], "cells": cells, "metrics": metrics,
+            "extractor": cells[0].get("extractor", "")}
 
 
 def noise_seed(base: int, seed_index: int, clip: int) -> int:
