@@ -53,8 +53,8 @@ def test_bench_on_a_users_cache_holds_out_its_last_clips(cache, teacher, tmp_pat
         conds.append(cond_images)
         return {"average": float(videos.mean()), "extractor": "stand-in"}
 
-    s = Settings(iters=2, clips=1, seeds=1, num_clips=8, curve_iters=(2,), distilled_steps=(1,), euler_steps=(2,),
-                 reference_steps=2)
+    s = Settings(iters=2, clips=1, clip_block=1, seeds=1, distill_seeds=1, num_clips=8, curve_iters=(2,),
+                 distilled_steps=(1,), euler_steps=(2,), reference_steps=2)
     w2s = Unit("w2s", 1, iters=2)
     plan = Plan(table1=[Unit("euler", 2), w2s], alpha=[], curves={"W2S 1-step": [w2s]}, reference=Unit("euler", 2))
     docs = tmp_path / "RESULTS.md"
@@ -65,7 +65,7 @@ def test_bench_on_a_users_cache_holds_out_its_last_clips(cache, teacher, tmp_pat
     data, train = CachedClips(cache), CachedClips(split)
     assert train.captions == CAPTIONS[:3] and train.sources == data.sources[:3]
     assert torch.equal(train.take([2]).latents, data.take([2]).latents)  # read in place from the cache's shards
-    config = json.loads((tmp_path / "bench" / "runs" / w2s.run_id / "config.json").read_text())
+    config = json.loads((tmp_path / "bench" / "runs" / f"{w2s.run_id}-s{s.seed}" / "config.json").read_text())
     assert config["data_cache"] == str(split)
     # every row is measured on the held-out clip: its cached latents decoded, its first frame as the condition
     vae = I2VPipeline.from_dir(teacher).vae
@@ -88,10 +88,10 @@ def test_bench_data_errors(cache, teacher, tmp_path):
     from magicdistill.bench.runner import run_bench
 
     with pytest.raises(ValueError, match="holds 4 clips; the bench holds out --clips 4"):
-        run_bench(tmp_path / "b", Settings(clips=4), teacher_dir=teacher, data=cache, evaluate=lambda *a, **k: {})
+        run_bench(tmp_path / "b", Settings(clips=4, clip_block=1), teacher_dir=teacher, data=cache, evaluate=lambda *a, **k: {})
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="not a cache folder"):
-        run_bench(tmp_path / "b", Settings(clips=1), teacher_dir=teacher, data=tmp_path, evaluate=lambda *a, **k: {})
+        run_bench(tmp_path / "b", Settings(clips=1, clip_block=1), teacher_dir=teacher, data=tmp_path, evaluate=lambda *a, **k: {})
 
 
 def test_a_split_reads_its_rows_in_place(cache, tmp_path):
