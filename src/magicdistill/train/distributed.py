@@ -74,7 +74,7 @@ class World:
         """Per-rank batch means -> global batch means (equal slices: the mean of the ranks' means)."""
         if not self.distributed or not metrics:
             return metrics
-        keys = sorted(metrics)
+        keys = list(metrics)  # the same keys in the same order on every rank (the same code ran)
         t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
         dist.all_reduce(t)
         return {k: v / self.size for k, v in zip(keys, t.tolist())}

@@ -14,6 +14,7 @@ previous checkpoint whole. DCP's ``.metadata`` is a pickle: resume only checkpoi
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def save_sharded(path: str | Path, world: World, *, modules: dict[str, nn.Module
     optim = {name: get_optimizer_state_dict(holder, opt) for name, opt in optimizers.items()}
     state = {"model": {name: m.state_dict() for name, m in modules.items()},
              "optim": {name: osd["state"] for name, osd in optim.items()}}
-    dcp.save(state, checkpoint_id=str(tmp))
+    dcp.save(state, checkpoint_id=str(tmp), no_dist=not world.distributed)
     if world.is_main:
         record = {**meta, "format": FORMAT, "processes": world.size,
                   "optimizers": {name: {"param_groups": osd["param_groups"]} for name, osd in optim.items()},
@@ -74,7 +75,9 @@ def save_sharded(path: str | Path, world: World, *, modules: dict[str, nn.Module
 def load_sharded(path: str | Path, *, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
     """Restore a sharded checkpoint into the given (sharded or plain) objects; every process calls it."""
+    import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     path = Path(path)
@@ -86,13 +89,15 @@ def load_sharded(path: str | Path, *, modules: dict[str, nn.Module],
         optim = {name: get_optimizer_state_dict(holder, opt) for name, opt in optimizers.items()}
         state = {"model": {name: m.state_dict() for name, m in modules.items()},
                  "optim": {name: osd["state"] for name, osd in optim.items()}}
-        dcp.load(state, checkpoint_id=str(path))  # in place, into each process's shards
+        # in place, into each process's shards (or into whole tensors in one process)
+        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
         for name, m in modules.items():
             m.load_state_dict(state["model"][name])
         for name, opt in optimizers.items():
             groups = meta["optimizers"][name]["param_groups"]
             set_optimizer_state_dict(holder, opt, {"state": state["optim"][name], "param_groups": groups})
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError,
+            CheckpointException) as e:
         raise ValueError(f"checkpoint {path} is damaged or does not fit this run ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}); use a new --out") from None
     torch.set_rng_state(torch.tensor(meta["rng_torch"], dtype=torch.uint8))
