@@ -5,9 +5,11 @@ two) loses at most the work since the last checkpoint and `--resume` continues e
 every process naming the loss and the iteration, keeping the last good checkpoint.
 
 Tolerance, one process against two: the two split each batch's mean and sum their gradients in another order,
-so floats differ in the last bits (measured: ~1e-7 relative on losses, ~1e-8 on weights). The tests allow
-``LOSS_RTOL`` on every logged loss and ``WEIGHT_ATOL`` on every generator weight, and check that training moved
-the weights by far more than that. Resumes in the same number of processes are compared bit for bit.
+so floats differ in the last bits (measured on this run: <= 1.2e-6 relative on every logged loss; the generator's
+update from the teacher differs by 7.4e-5 of its norm and by <= 2.6e-6 on any weight, Adam magnifying the noise
+of near-zero gradients). The tests allow ``LOSS_RTOL`` on every logged loss, ``UPDATE_RTOL`` on the norm of the
+update and ``WEIGHT_ATOL`` on any weight, and check that training moved the weights by far more than that.
+Resumes in the same number of processes (the kill tests) are compared bit for bit.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from magicdistill.pipeline import SHIPPED_DIR
 SRC = str(Path(__file__).parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 1e-6
+UPDATE_RTOL = 1e-3
+WEIGHT_ATOL = 1e-5
 LOSSES = ("loss_fake", "loss_d", "loss_dmd", "loss_g_adv", "grad_norm_fake", "grad_norm_generator")
 
 # in a subprocess: kill -9 this process at a chosen point, then run the CLI as usual
@@ -126,11 +129,14 @@ def _same_losses(a: Path, b: Path, rtol: float) -> None:
             assert y[k] == pytest.approx(x[k], rel=rtol, abs=0 if rtol == 0 else 1e-9), (x["step"], k, x[k], y[k])
 
 
-def _same_weights(a: Path, b: Path, atol: float) -> None:
-    wa, wb = _weights(a), _weights(b)
+def _same_weights(a: Path, b: Path, atol: float, update_rtol: float = 0.0) -> None:
+    wa, wb, wt = _weights(a), _weights(b), _teacher_weights()
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=atol, rtol=0, msg=k)
+    da = torch.cat([(wa[k] - wt[k]).flatten() for k in wa])
+    db = torch.cat([(wb[k] - wt[k]).flatten() for k in wa])
+    assert (db - da).norm() <= update_rtol * da.norm()
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +181,16 @@ def test_a_process_draws_the_noise_of_its_rows_of_the_global_batch(tiny_dit_cfg)
         torch.testing.assert_close(rank1._draw(torch.randn, (2, 3, 2), g2), one._draw(torch.randn, (4, 3, 2), g1)[2:],
                                    atol=0, rtol=0)
         torch.testing.assert_close(rank1._fake_sigma(2, g2, "cpu"), one._fake_sigma(4, g1, "cpu")[2:], atol=0, rtol=0)
+
+
+def test_a_trainer_not_built_for_several_processes_refuses_torchrun(tmp_path, monkeypatch):
+    """`train` (and the other trainers) under torchrun would have every process write the whole run."""
+    from magicdistill.train.run import Run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="this command runs in one process; .*start it without torchrun"):
+        Run(tmp_path / "run", DistillConfig())
+    assert not (tmp_path / "run").exists()
 
 
 def _toy():
@@ -247,7 +263,7 @@ def test_two_processes_give_the_losses_and_weights_of_one(work, one, two_at_2):
     shutil.copytree(two_at_2, run)
     _ok(_distill(run, work / "cache", _cfg(), procs=2, resume=True))  # steps 3-4: a 2-process resume
     _same_losses(one, run, LOSS_RTOL)
-    _same_weights(one, run, WEIGHT_ATOL)
+    _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
     moved = max((w - t).abs().max().item() for w, t in zip(_weights(one).values(), _teacher_weights().values()))
     assert moved > 100 * WEIGHT_ATOL  # the equality is not that of two untrained copies
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_000004.mp4"]
@@ -259,7 +275,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(work, one, two_at_2):
     shutil.copytree(two_at_2, run)
     _ok(_distill(run, work / "cache", _cfg(), resume=True))
     _same_losses(one, run, LOSS_RTOL)
-    _same_weights(one, run, WEIGHT_ATOL)
+    _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
 
 
 @pytest.mark.slow
@@ -287,7 +303,7 @@ def test_kill_9_during_a_sharded_checkpoint_write_keeps_the_previous_one(work, o
     _ok(_distill(run, work / "cache", _cfg(), resume=True))  # and in one process
     assert not (run / "checkpoint.tmp").exists()
     _same_losses(one, run, LOSS_RTOL)
-    _same_weights(one, run, WEIGHT_ATOL)
+    _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -61,6 +62,9 @@ class Run:
         self.step = 0  # the last iteration checked (check_finite)
         self.world = world
         self._lock = None
+        if not world.distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would write it all
+            raise ValueError("this command runs in one process; under torchrun only `distill` (--method w2s or dmd) "
+                             "runs in several: start it without torchrun")
         if not world.is_main:
             refused = world.broadcast(None)
             if refused:
