@@ -1,6 +1,6 @@
 """Several processes against one: `torchrun --standalone --nproc-per-node 2 -m magicdistill distill` (FSDP2 over
 gloo on the CPU, the tiny default teacher) gives one process's losses and weights; its sharded checkpoints
-resume in two processes or in one; a kill -9 during training or during a checkpoint write (one process, or
+resume in two processes or in one, and a one-process checkpoint resumes in two; a kill -9 during training or during a checkpoint write (one process, or
 two) loses at most the work since the last checkpoint and `--resume` continues exactly; a non-finite loss stops
 every process naming the loss and the iteration, keeping the last good checkpoint.
 
@@ -266,7 +266,25 @@ def test_two_processes_give_the_losses_and_weights_of_one(work, one, two_at_2):
     _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
     moved = max((w - t).abs().max().item() for w, t in zip(_weights(one).values(), _teacher_weights().values()))
     assert moved > 100 * WEIGHT_ATOL  # the equality is not that of two untrained copies
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_000004.mp4"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_000002.mp4", "iter_000004.mp4"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_a_full_generator_copy(work, one):
+    """The other memory layout: a full trainable generator copy and its EMA copy, both sharded (the generator
+    learns every iteration); the final model is gathered from the shards."""
+    cfg = _cfg(generator="full", iters=2, generator_every=1, lr_generator=1e-4)
+    _ok(_distill(work / "full_one", work / "cache", cfg))
+    _ok(_distill(work / "full_two", work / "cache", cfg, procs=2))
+    a, b = _rows(work / "full_one"), _rows(work / "full_two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]
+    for x, y in zip(a, b):
+        for k in [k for k in LOSSES if k in x]:
+            assert y[k] == pytest.approx(x[k], rel=LOSS_RTOL), (x["step"], k)
+    _same_weights(work / "full_one", work / "full_two", WEIGHT_ATOL, UPDATE_RTOL)
+    vision = [load_file(str(work / r / "generator" / "vision.safetensors")) for r in ("full_one", "full_two")]
+    for k in vision[0]:
+        torch.testing.assert_close(vision[1][k], vision[0][k], atol=WEIGHT_ATOL, rtol=0)
 
 
 @pytest.mark.slow
@@ -274,6 +292,16 @@ def test_a_two_process_checkpoint_resumes_in_one_process(work, one, two_at_2):
     run = work / "two_then_one"
     shutil.copytree(two_at_2, run)
     _ok(_distill(run, work / "cache", _cfg(), resume=True))
+    _same_losses(one, run, LOSS_RTOL)
+    _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_in_two_processes(work, one):
+    run = work / "one_then_two"
+    _ok(_distill(run, work / "cache", _cfg(iters=2)))
+    assert not json.loads((run / "checkpoint" / "meta.json").read_text()).get("format")  # safetensors files
+    _ok(_distill(run, work / "cache", _cfg(), procs=2, resume=True))
     _same_losses(one, run, LOSS_RTOL)
     _same_weights(one, run, WEIGHT_ATOL, UPDATE_RTOL)
 

@@ -18,7 +18,7 @@ from ..config import Strict
 from ..runlock import LOCK_NAME, RunLock
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import World, all_finite
-from .sharded_checkpoint import is_sharded, load_sharded, save_sharded
+from .sharded_checkpoint import is_sharded, load_sharded, load_whole_into_shards, save_sharded
 
 
 def lr_schedule(opt: torch.optim.Optimizer, factor, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
@@ -197,9 +197,8 @@ class Run:
         """Restore the checkpoint: a sharded one into any number of processes; a single-process one into one."""
         if is_sharded(self.checkpoint_dir):
             meta = load_sharded(self.checkpoint_dir, modules=modules, optimizers=optimizers)
-        elif self.world.distributed:
-            raise ValueError(f"{self.checkpoint_dir} was written by a single-process run: resume it in one process "
-                             "(without torchrun)")
+        elif self.world.distributed:  # written by one process: each process takes its shards of the whole tensors
+            meta = load_whole_into_shards(self.checkpoint_dir, modules=modules, optimizers=optimizers)
         else:
             meta = load_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers)
         return int(meta["step"])

@@ -102,3 +102,43 @@ def load_sharded(path: str | Path, *, modules: dict[str, nn.Module],
                          f"{str(e).splitlines()[0] if str(e) else ''}); use a new --out") from None
     torch.set_rng_state(torch.tensor(meta["rng_torch"], dtype=torch.uint8))
     return meta
+
+
+def load_whole_into_shards(path: str | Path, *, modules: dict[str, nn.Module],
+                           optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """A single-process checkpoint (whole tensors, train/checkpoint.py) into the shards of a multi-process run:
+    every process reads the files and keeps its own part of each tensor. The optimizers' states are keyed by
+    parameter order, which is the same in one process and in N (the same code builds them)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    from .checkpoint import load_checkpoint
+
+    def into_shards(whole: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if isinstance(like, DTensor):
+            return distribute_tensor(whole.to(like.dtype), like.device_mesh, like.placements)
+        return whole.to(like.device, like.dtype)
+
+    class Whole(nn.Module):  # receives a module's whole tensors and puts its shards into ``target``
+        def __init__(self, target: nn.Module):
+            super().__init__()
+            self.target = target
+
+        def load_state_dict(self, sd, strict: bool = True):
+            current = self.target.state_dict()
+            missing = set(current) - set(sd)
+            if missing:
+                raise ValueError(f"the checkpoint lacks {sorted(missing)[0]}")
+            self.target.load_state_dict({k: into_shards(sd[k], v) for k, v in current.items()})
+
+    class WholeOptimizer:  # the same for an optimizer: each state tensor shaped like its parameter is sharded
+        def __init__(self, opt: torch.optim.Optimizer):
+            self.opt = opt
+
+        def load_state_dict(self, sd):
+            params = [p for group in self.opt.param_groups for p in group["params"]]
+            state = {i: {k: into_shards(v, params[i]) if torch.is_tensor(v) and v.shape == params[i].shape else v
+                         for k, v in st.items()} for i, st in sd["state"].items()}
+            self.opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+    return load_checkpoint(path, modules={n: Whole(m) for n, m in modules.items()},
+                           optimizers={n: WholeOptimizer(o) for n, o in optimizers.items()})
