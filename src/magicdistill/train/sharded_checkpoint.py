@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -46,6 +48,14 @@ def _holder(modules: dict[str, nn.Module]) -> nn.Module:
     return nn.ModuleDict(modules)
 
 
+@contextmanager
+def _one_process_is_meant() -> Iterator[None]:
+    """DCP warns that it assumes one process when there is no process group: here that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def save_sharded(path: str | Path, world: World, *, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], meta: dict[str, Any]) -> Path:
     import torch.distributed.checkpoint as dcp
@@ -61,7 +71,8 @@ def save_sharded(path: str | Path, world: World, *, modules: dict[str, nn.Module
     optim = {name: get_optimizer_state_dict(holder, opt) for name, opt in optimizers.items()}
     state = {"model": {name: m.state_dict() for name, m in modules.items()},
              "optim": {name: osd["state"] for name, osd in optim.items()}}
-    dcp.save(state, checkpoint_id=str(tmp), no_dist=not world.distributed)
+    with _one_process_is_meant():
+        dcp.save(state, checkpoint_id=str(tmp), no_dist=not world.distributed)
     if world.is_main:
         record = {**meta, "format": FORMAT, "processes": world.size,
                   "optimizers": {name: {"param_groups": osd["param_groups"]} for name, osd in optim.items()},
@@ -90,7 +101,8 @@ def load_sharded(path: str | Path, *, modules: dict[str, nn.Module],
         state = {"model": {name: m.state_dict() for name, m in modules.items()},
                  "optim": {name: osd["state"] for name, osd in optim.items()}}
         # in place, into each process's shards (or into whole tensors in one process)
-        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+        with _one_process_is_meant():
+            dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
         for name, m in modules.items():
             m.load_state_dict(state["model"][name])
         for name, opt in optimizers.items():
