@@ -194,6 +194,15 @@ def test_a_trainer_not_built_for_several_processes_refuses_torchrun(tmp_path, mo
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("option", [{"mixed_precision": "bf16"}, {"checkpointing": True}])
+def test_memory_options_not_checked_under_fsdp_are_refused(tiny_dit_cfg, option):
+    from magicdistill.distill.w2s import W2SMethod
+    from magicdistill.models.dit import VideoDiT
+
+    with pytest.raises(ValueError, match="not supported in a multi-process run yet"):
+        W2SMethod(VideoDiT.tiny(tiny_dit_cfg), DistillConfig(method="w2s", lora_rank=4, **option), sharder=object())
+
+
 def _toy():
     torch.manual_seed(0)
     m = torch.nn.Linear(3, 2)

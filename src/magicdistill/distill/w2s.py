@@ -103,9 +103,9 @@ class W2SMethod:
         # a full generator's EMA is copied before sharding and sharded like it (a sharded module is not copied)
         ema_full = EMA(full, cfg.ema_decay) if full is not None and sharder is not None else None
         if sharder is not None:
-            if cfg.mixed_precision != "no":
-                raise ValueError("--mixed-precision bf16 is not supported in a multi-process run yet (run it in one "
-                                 "process, or without --mixed-precision)")
+            if cfg.mixed_precision != "no" or cfg.checkpointing:  # not yet checked under FSDP2
+                raise ValueError("--mixed-precision bf16 and --checkpointing are not supported in a multi-process run "
+                                 "yet (run them in one process, or drop them under torchrun)")
             for model in (self.scores.backbone, getattr(self.scores, "fake", None), full,
                           ema_full.shadow if ema_full else None):
                 if model is not None:
