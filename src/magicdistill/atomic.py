@@ -110,11 +110,18 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        old = previous_folder(path)
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_in(tmp: str | Path, path: str | Path) -> None:
+    """Replace folder ``path`` by the complete folder ``tmp``: the old one is moved to ``previous_folder(path)``
+    just before, and deleted after (a kill between the two renames leaves it there, whole)."""
+    tmp, path = Path(tmp), Path(path)
+    old = previous_folder(path)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)

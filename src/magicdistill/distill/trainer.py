@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm import tqdm
@@ -25,6 +26,8 @@ from ..models.vae import load_vae
 from ..atomic import atomic_folder
 from ..models.folder import is_real_folder, read_record, resolve_vae_dir, with_absolute_vae
 from ..pipeline import sample_video
+from ..models.parallelize import Sharder, full_state
+from ..train.distributed import World
 from ..train.run import Run, closes_runs
 from ..train.teacher import latent_set_for, step_generator
 from ..validate import check_model_folder
@@ -35,6 +38,7 @@ from .cfg_distill import CFGDistillMethod
 from .memory import autocast
 from .lcm import LCMMethod
 from .real_teacher import load_real_teacher, real_teacher_record, wan_feature_layers
+from .scores import LoRAGenerator, build_scores
 from .telemetry import pixel_drift
 from .w2s import DistillBatch, W2SMethod, with_teacher_guidance
 
@@ -74,10 +78,19 @@ def sampler_record(cfg: DistillConfig) -> dict:
     return {"kind": "euler", "steps": cfg.steps, "shift": cfg.shift, "guidance": 1.0}
 
 
+def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, **kwargs) -> Path:
+    """One process, or each of N started by ``torchrun`` (FSDP2 over them: docs/SCALING.md)."""
+    world = World.from_env(cfg.device)
+    try:
+        return _distill(cfg, teacher_dir, out, world=world, **kwargs)
+    finally:
+        world.close()
+
+
 @closes_runs
-def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
-            cache_dir: str | Path | None = None, height: int | None = None, width: int | None = None,
-            frames: int | None = None, overwrite: bool = False, log: str = "none") -> Path:
+def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, resume: bool = False,
+             cache_dir: str | Path | None = None, height: int | None = None, width: int | None = None,
+             frames: int | None = None, overwrite: bool = False, log: str = "none", world: World = World()) -> Path:
     teacher_dir = Path(teacher_dir)
     check_model_folder(teacher_dir, "--teacher")
     real = is_real_folder(teacher_dir)  # a Wan / HunyuanVideo diffusers folder (distill/real_teacher.py)
@@ -98,6 +111,12 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
     if (cfg.checkpointing or cfg.mixed_precision != "no") and cfg.method not in ("w2s", "dmd"):
         raise ValueError(f"checkpointing and mixed precision apply to --method w2s or dmd, not {cfg.method}")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
+    rows = None
+    if world.distributed:
+        if cfg.method not in ("w2s", "dmd"):
+            raise ValueError(f"--method {cfg.method} runs in one process; several processes (torchrun) distil "
+                             "with --method w2s or dmd")
+        rows = world.rows(cfg.batch_size)
     cached = None
     if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
         cached = open_cache_for_real_teacher(cfg.data_cache, folder) if real else \
@@ -105,20 +124,26 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         cfg = config_for_data(cfg, cached)
         meta = with_cache_format(meta, cached)  # the clips are the cache's: before the teacher loads (Wan I2V's inputs)
     run = Run(out, cfg, resume=resume, may_change=("iters",), length_key="iters", overwrite=overwrite,
-              identity={"teacher": str(teacher_dir.resolve())}, log=log)
-    device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
+              identity={"teacher": str(teacher_dir.resolve())}, log=log, world=world)
+    device, dtype = world.device(cfg.device), torch_dtype(cfg.dtype)
     torch.manual_seed(cfg.seed)
     sampler = sampler_record(cfg)
     # 1. models and data
-    if real:
+    def load_teacher(device):
+        if not real:
+            return VideoDiT.load(teacher_dir, dtype=dtype, device=device), None, None, resolve_vae_dir(teacher_dir)
+        # with a cache, the text embeddings are in it: the text encoders are not loaded
         teacher, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype, text=cached is None)
-        sampler["schedule"] = "shifted_linear"  # the generator trains at flow.sigma_schedule's sigmas
         if teacher.guidance_embeds:  # the scale is an input: real score, fake score and generator all see it
             teacher.embedded_guidance = cfg.real_guidance
+        return teacher, vae, enc, vae_dir
+
+    teacher, vae, enc, vae_dir = load_teacher(device)
+    if real:
+        sampler["schedule"] = "shifted_linear"  # the generator trains at flow.sigma_schedule's sigmas
+        if teacher.guidance_embeds:
             sampler["guidance"] = cfg.real_guidance
     else:
-        teacher = VideoDiT.load(teacher_dir, dtype=dtype, device=device)
-        vae_dir = resolve_vae_dir(teacher_dir)
         meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
@@ -134,27 +159,38 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         null_text = enc([""])
         data_cfg = DataConfig.of_model(meta)
         cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+        if not world.is_main:
+            world.barrier()  # rank 0 encodes the clips into the cache first; the others then read it
         data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
         test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
+        if world.is_main and world.distributed:
+            world.barrier()
     else:  # the cache carries the text embeddings (the empty prompt's too): no text encoder in memory
         check_teacher_fits(cached, latent_channels=teacher.latent_channels, i2v=teacher.is_i2v)
         null_text = cached.null_text().to(device)
         data, test = cached, cached.take(range(min(2, len(cached))))  # samples show the first clips (or prompts)
     has_clips = cached is None or cached.has_clips
     # 2. method
-    method = build_method(teacher, cfg)
+    if world.distributed:  # every model sharded over the processes, each a slice of the global batch
+        method = W2SMethod(teacher, cfg, sharder=Sharder(device, world.size), rows=rows)
+    else:
+        method = build_method(teacher, cfg)
     if getattr(method, "fixed_guidance", None) is not None:  # CFG distilled at one scale (Wan): no pair at sampling
         sampler["guidance"] = 1.0
     start = run.resume(method.modules(), method.optimizers()) if resume else 0
     # 3. loop
-    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc=f"distill {cfg.method}", unit="it")
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc=f"distill {cfg.method}", unit="it",
+               disable=not world.is_main)
     for it in bar:
         g = step_generator(cfg.seed, it)
         idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        rows = data.take(idx)  # a cache folder reads only these rows
+        if rows is not None:
+            idx = idx[rows]  # this process's slice of the global batch
+        clips = data.take(idx)  # a cache folder reads only these rows
         with autocast(cfg, device):  # bf16 under --mixed-precision bf16, else nothing
-            metrics = method.step(make_batch(rows, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
+            metrics = method.step(make_batch(clips, torch.arange(len(idx)), null_text, device, i2v=teacher.is_i2v,
                                              has_clips=has_clips), it, g)
+        metrics = world.mean(metrics)  # several processes: the global batch's means
         run.check_finite(it + 1, **metrics)  # every iteration, before any save
         if (it + 1) % cfg.log_every == 0 or it == start:
             run.log(it + 1, **metrics)
@@ -162,25 +198,49 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, res
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
             run.save(it + 1, method.modules(), method.optimizers())
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
-            with ema_generator(method) as generator:
+            with ema_generator(method) as generator:  # every process samples (sharded), rank 0 writes
                 _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta,
-                                                   has_clips=has_clips, sampler=sampler)
+                                                   has_clips=has_clips, sampler=sampler, write=world.is_main)
             run.log(it + 1, **drift)
     # 4. the EMA generator (a LoRA generator's adapter merged into a copy of the backbone: a plain model)
     final = run.dir / "generator"
-    with ema_generator(method) as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
-        merged(generator).save(tmp, **{**meta, "method": cfg.method, "sampler": sampler,
-                                       **({"generator": "lora"} if cfg.generator == "lora" else {})})
-    print(final)
+    record = {**meta, "method": cfg.method, "sampler": sampler,
+              **({"generator": "lora"} if cfg.generator == "lora" else {})}
+    if world.distributed:
+        gathered = full_state(method.ema.shadow)  # every process sends its shards; rank 0 builds the model
+        if world.is_main:
+            with plain_generator(load_teacher("cpu")[0], cfg, gathered) as generator, atomic_folder(final) as tmp:
+                merged(generator).save(tmp, **record)
+        world.barrier()
+    else:
+        with ema_generator(method) as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
+            merged(generator).save(tmp, **record)
+    if world.is_main:
+        print(final)
     return final
+
+
+@contextmanager
+def plain_generator(teacher: VideoDiT, cfg: DistillConfig, ema_state: dict[str, torch.Tensor]) -> Iterator[VideoDiT]:
+    """The EMA generator as an unsharded VideoDiT on a fresh copy of the teacher, from its gathered state (a full
+    copy's weights, or the generator adapter's)."""
+    if cfg.generator != "lora":
+        teacher.load_state_dict(ema_state)
+        yield teacher
+        return
+    generator = LoRAGenerator(build_scores(teacher, cfg))
+    generator.weights.load_state_dict(ema_state)
+    with generator.model() as model:
+        yield model
 
 
 @torch.no_grad()
 def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: LatentSet, null_text: TextEmbedding,
                             cfg: DistillConfig, meta: dict, n: int = 2, *, has_clips: bool = True,
-                            sampler: dict | None = None) -> tuple[Path, dict[str, float]]:
+                            sampler: dict | None = None, write: bool = True) -> tuple[Path | None, dict[str, float]]:
     """Held-out truth | EMA-generator sample, side by side; and the collapse signal between them
-    (a prompts-only cache has no truth: the samples alone, no signal)."""
+    (a prompts-only cache has no truth: the samples alone, no signal). ``write=False``: sample only (a
+    process other than rank 0 of a sharded run, whose forward passes the others need)."""
     n = min(n, len(test))
     idx = torch.arange(n)
     rec = sampler or sampler_record(cfg)
@@ -188,6 +248,8 @@ def write_generator_samples(run: Run, it: int, generator: VideoDiT, vae, test: L
                          test.first_frame_pixels(idx) if has_clips else None, num_frames=meta["num_frames"],
                          generator=torch.Generator().manual_seed(cfg.seed), steps=cfg.steps, shift=cfg.shift,
                          guidance=rec["guidance"], sampler=rec["kind"], size=(meta["height"], meta["width"]))
+    if not write:
+        return None, {}
     if not has_clips:
         grid = torch.cat(list(video), dim=-2)
         return write_mp4(run.dir / "samples" / f"iter_{it:06d}.mp4", tensor_to_frames(grid), meta["fps"]), {}

@@ -27,6 +27,7 @@ from ..flow import add_noise, shift_sigma, sigma_schedule, x0_from_v
 from ..models.dit import Condition, VideoDiT
 from ..models.discriminator import DiscriminatorHead
 from ..models.folder import model_sampler
+from ..models.parallelize import reshard
 from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
 from ..train.ema import EMA
@@ -83,7 +84,10 @@ def equivalent_dmd_guidance(w: float, alpha_weak: float, alpha_strong: float = 1
 
 
 class W2SMethod:
-    def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
+    def __init__(self, teacher: VideoDiT, cfg: DistillConfig, *, sharder=None, rows: slice | None = None):
+        """``sharder`` (models/parallelize.py): shard every model before optimizers and EMA are built over
+        them (a multi-process run). ``rows``: this process's rows of the global batch (``cfg.batch_size``);
+        None: all of them."""
         cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
         if cfg.alpha_weak >= cfg.alpha_strong:
             raise ValueError(f"alpha_weak ({cfg.alpha_weak}) must be below alpha_strong ({cfg.alpha_strong})")
@@ -94,13 +98,27 @@ class W2SMethod:
         full = copy.deepcopy(teacher).train().requires_grad_(True) if cfg.generator == "full" else None
         # the scores: by default the teacher itself, frozen, with one LoRA (+ the LoRA generator's adapter)
         self.scores = build_scores(teacher, cfg)
+        self.rows = rows
+        self.sharded = sharder is not None
+        # a full generator's EMA is copied before sharding and sharded like it (a sharded module is not copied)
+        ema_full = EMA(full, cfg.ema_decay) if full is not None and sharder is not None else None
+        if sharder is not None:
+            if cfg.mixed_precision != "no" or cfg.checkpointing:  # not yet checked under FSDP2
+                raise ValueError("--mixed-precision bf16 and --checkpointing are not supported in a multi-process run "
+                                 "yet (run them in one process, or drop them under torchrun)")
+            for model in (self.scores.backbone, getattr(self.scores, "fake", None), full,
+                          ema_full.shadow if ema_full else None):
+                if model is not None:
+                    sharder.model(model)
+        device = next(teacher.parameters()).device
         self.generator = full if full is not None else LoRAGenerator(self.scores)
         # what the generator's optimizer, EMA and checkpoint hold: the copy, or the adapter's tensors only
         self.generator_weights = full if full is not None else self.generator.weights
-        self.ema = EMA(self.generator_weights, cfg.ema_decay)
+        self.ema = ema_full or EMA(self.generator_weights, cfg.ema_decay)
         dim = teacher.transformer.config.num_attention_heads * teacher.transformer.config.attention_head_dim
-        device = next(teacher.parameters()).device
         self.head = DiscriminatorHead(dim, len(cfg.disc_layers)).to(device)
+        if sharder is not None:
+            sharder.module(self.head)
         self.recent_d_acc: deque[float] = deque(maxlen=20)  # logged as d_acc_recent: one batch's d_acc is noisy
         self.sigmas = sigma_schedule(cfg.steps, cfg.shift)  # inference schedule; generator trains at sigmas[:-1]
         self.fake_params = self.scores.parameters() + list(self.head.parameters())
@@ -137,16 +155,24 @@ class W2SMethod:
             model(x_t, sigma, cond)
         return self.head(feats)
 
+    def _draw(self, sample, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+        """``sample`` (torch.rand / torch.randn) for this process's rows: every process draws the whole global
+        batch's numbers from the same seeded generator and keeps its rows, so N processes train on exactly
+        the noise one process does."""
+        if self.rows is None:
+            return sample(shape, generator=g)
+        return sample((self.cfg.batch_size, *shape[1:]), generator=g)[self.rows]
+
     def _fake_sigma(self, b: int, g: torch.Generator, device) -> torch.Tensor:
-        u = torch.rand(b, generator=g) * (self.cfg.fake_sigma_max - self.cfg.fake_sigma_min) + self.cfg.fake_sigma_min
+        u = self._draw(torch.rand, (b,), g) * (self.cfg.fake_sigma_max - self.cfg.fake_sigma_min) + self.cfg.fake_sigma_min
         return shift_sigma(u, self.cfg.shift).to(device)
 
     def _disc_input(self, x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """x0 noised for the discriminator: its own sigma ~ U[disc_sigma_min, disc_sigma_max] (unshifted, so
         detail stays visible) and its own noise, so a real and a generated input never share either."""
         lo, hi = self.cfg.disc_sigma_min, self.cfg.disc_sigma_max
-        sigma = (torch.rand(x0.shape[0], generator=g) * (hi - lo) + lo).to(x0.device)
-        return add_noise(x0, torch.randn(x0.shape, generator=g).to(x0.device), sigma), sigma
+        sigma = (self._draw(torch.rand, (x0.shape[0],), g) * (hi - lo) + lo).to(x0.device)
+        return add_noise(x0, self._draw(torch.randn, tuple(x0.shape), g).to(x0.device), sigma), sigma
 
     # --- generator input ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -154,7 +180,7 @@ class W2SMethod:
         b, device = batch.x_gt.shape[0], batch.x_gt.device
         i = torch.randint(len(self.sigmas) - 1, (1,), generator=g).item()
         sigma = self.sigmas[i].expand(b).to(device)
-        eps = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        eps = self._draw(torch.randn, tuple(batch.x_gt.shape), g).to(device)
         if self.cfg.input_mode == "noised_data" or i == 0:
             return add_noise(batch.x_gt, eps, sigma), sigma
         # DMD2 backward simulation: the generator's own Euler rollout from noise down to sigma_i
@@ -188,8 +214,8 @@ class W2SMethod:
         metrics.update(self.fake_update(batch, x_gen, cond, g))
         if batch.has_clips:
             metrics.update(latent_drift(x_gen.detach(), batch.x_gt))
-        for k, v in metrics.items():
-            if not torch.isfinite(torch.tensor(v)):
+        for k, v in metrics.items():  # several processes: the trainer checks the means over all of them
+            if self.rows is None and not torch.isfinite(torch.tensor(v)):  # (one raising alone would hang the rest)
                 raise losses.NonFiniteError(f"non-finite {k} = {v} at iteration {it}")
         return metrics
 
@@ -200,7 +226,7 @@ class W2SMethod:
         metrics: dict[str, float] = {}
         with frozen(self.fake_params):
             sigma = self._fake_sigma(b, g, device)
-            x_t = add_noise(x_gen, torch.randn(x_gen.shape, generator=g).to(device), sigma)
+            x_t = add_noise(x_gen, self._draw(torch.randn, tuple(x_gen.shape), g).to(device), sigma)
             with torch.no_grad():
                 x0_real = self._score_x0(x_t, sigma, cond, uncond, "real", cfg.real_guidance)
                 x0_fake = self._score_x0(x_t, sigma, cond, None, "fake", 1.0)
@@ -230,7 +256,7 @@ class W2SMethod:
         cfg, device, b = self.cfg, x_gen.device, x_gen.shape[0]
         x_fake = x_gen.detach()
         sigma = self._fake_sigma(b, g, device)
-        eps = torch.randn(x_fake.shape, generator=g).to(device)
+        eps = self._draw(torch.randn, tuple(x_fake.shape), g).to(device)
         x_t = add_noise(x_fake, eps, sigma)
         with self.scores.use("fake") as fake:
             v_fake = fake(x_t, sigma, cond)
@@ -262,9 +288,17 @@ class W2SMethod:
         generator's is the backbone in the generator role with the EMA adapter swapped in meanwhile."""
         if isinstance(self.generator, LoRAGenerator):
             with self.generator.model(self.ema.shadow) as model:
-                yield model
+                try:
+                    yield model
+                finally:  # sharded: the adapter's own weights go back into shards, not into gathered copies
+                    if self.sharded:
+                        reshard(model)
         else:
-            yield self.ema.shadow
+            try:
+                yield self.ema.shadow
+            finally:
+                if self.sharded:
+                    reshard(self.ema.shadow)
 
     # --- state for checkpoints ------------------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:

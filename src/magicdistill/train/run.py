@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ from ..atomic import recover_folder, write_text_atomic
 from ..config import Strict
 from ..runlock import LOCK_NAME, RunLock
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import World, all_finite
 from .metric_sinks import check_sink, open_sink
+from .sharded_checkpoint import is_sharded, load_sharded, load_whole_into_shards, save_sharded
 
 
 def lr_schedule(opt: torch.optim.Optimizer, factor, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
@@ -48,17 +51,41 @@ class Run:
 
     def __init__(self, out: str | Path, config: Strict, *, resume: bool = False, may_change: tuple[str, ...] = (),
                  length_key: str | None = None, identity: dict[str, str] | None = None, overwrite: bool = False,
-                 log: str = "none"):
+                 log: str = "none", world: World = World()):
         """``may_change``: top-level config keys a resumed run may alter (e.g. its length). ``length_key``: the
         config's length (steps/iters), which a resumed run may not set below what its checkpoint has done.
         ``identity``: what the run is of that is not in its config (e.g. the teacher folder): a resume must
         match it. ``overwrite``: start afresh in a folder holding another run (its files are replaced).
-        ``log``: also send the metrics to tensorboard or wandb (train/metric_sinks.py)."""
+        ``log``: also send the metrics to tensorboard or wandb (train/metric_sinks.py), from rank 0.
+        ``world``: the processes of a multi-process run; rank 0 holds the lock, checks the folder and writes
+        its files, the others follow its verdict (checkpoints are written by all: sharded_checkpoint.py)."""
         check_sink(log)  # a missing package fails before anything is written
         self._sink = None
+        self._log_to = log
         self.dir = Path(out)
         self.config = config
         self.step = 0  # the last iteration checked (check_finite)
+        self.world = world
+        self._lock = None
+        if not world.distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would write it all
+            raise ValueError("this command runs in one process; under torchrun only `distill` (--method w2s or dmd) "
+                             "runs in several: start it without torchrun")
+        if not world.is_main:
+            refused = world.broadcast(None)
+            if refused:
+                raise ValueError(refused)
+            _OPEN_RUNS.append(self)
+            self._t0 = time.time()
+            return
+        try:
+            self._start(resume, may_change, length_key, identity, overwrite)
+        except Exception as e:  # the other processes stop with rank 0's one-line reason
+            world.broadcast(str(e) or type(e).__name__)
+            raise
+        world.broadcast(None)
+
+    def _start(self, resume: bool, may_change: tuple[str, ...], length_key: str | None,
+               identity: dict[str, str] | None, overwrite: bool) -> None:
         created, lock_new = not self.dir.exists(), not (self.dir / LOCK_NAME).exists()
         self._lock = RunLock(self.dir)
         try:
@@ -73,7 +100,7 @@ class Run:
                 except OSError:
                     pass
             raise
-        self._sink = open_sink(log, self.dir, config.model_dump(), resume)
+        self._sink = open_sink(self._log_to, self.dir, self.config.model_dump(), resume)
         _OPEN_RUNS.append(self)
         self._t0 = time.time()
 
@@ -151,6 +178,8 @@ class Run:
 
     def log(self, step: int, **metrics: float) -> None:
         self.check_finite(step, **metrics)
+        if not self.world.is_main:
+            return
         rec = {"step": step, "time": round(time.time() - self._t0, 2), **metrics}
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -159,22 +188,35 @@ class Run:
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
              **meta: Any) -> None:
+        bad = None
         for name, module in modules.items():  # a checkpoint is never written from non-finite weights
             for key, t in module.state_dict().items():
-                if t.is_floating_point() and not torch.isfinite(t).all():
-                    raise NonFiniteLoss(f"non-finite weights in {name} ({key}) at iteration {step}: not saved; "
-                                        f"{self.kept()}. Lower the learning rate or check the data")
-        save_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers, meta={"step": step, **meta})
+                if bad is None and t.is_floating_point() and not all_finite(t):
+                    bad = f"{name} ({key})"
+        if self.world.any(bad is not None):  # a shard of another process counts too
+            raise NonFiniteLoss(f"non-finite weights in {bad or 'another process shard'} at iteration {step}: not "
+                                f"saved; {self.kept()}. Lower the learning rate or check the data")
+        if self.world.distributed:
+            save_sharded(self.checkpoint_dir, self.world, modules=modules, optimizers=optimizers, meta={"step": step, **meta})
+        else:
+            save_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers, meta={"step": step, **meta})
 
     def resume(self, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> int:
-        meta = load_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers)
+        """Restore the checkpoint: a sharded one into any number of processes; a single-process one into one."""
+        if is_sharded(self.checkpoint_dir):
+            meta = load_sharded(self.checkpoint_dir, modules=modules, optimizers=optimizers)
+        elif self.world.distributed:  # written by one process: each process takes its shards of the whole tensors
+            meta = load_whole_into_shards(self.checkpoint_dir, modules=modules, optimizers=optimizers)
+        else:
+            meta = load_checkpoint(self.checkpoint_dir, modules=modules, optimizers=optimizers)
         return int(meta["step"])
 
     def close(self) -> None:
         if getattr(self, "_sink", None) is not None:
             self._sink.close()
             self._sink = None
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
         if self in _OPEN_RUNS:
             _OPEN_RUNS.remove(self)
 

@@ -1,0 +1,99 @@
+"""The processes of a run: one (plain ``python``/``magicdistill``) or N started by ``torchrun``.
+
+``World.from_env`` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and joins the process
+group (gloo on the CPU, nccl on CUDA); without it, or with one process, the run is single-process and
+nothing distributed is touched. Data parallelism splits each global batch into equal contiguous row
+slices, one per rank (``rows``), so N processes see exactly the clips and noise one process sees.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run's files (config, metrics, samples, final model, checkpoint record)."""
+        return self.rank == 0
+
+    @staticmethod
+    def from_env(device: str) -> "World":
+        """torchrun's processes join one group; a plain start (or ``--nproc-per-node 1``) is one process."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return World()
+        if not dist.is_initialized():
+            dev = torch.device(device)
+            if dev.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        return World(dist.get_rank(), dist.get_world_size())
+
+    def device(self, device: str) -> torch.device:
+        """A CUDA run puts each process on its own GPU (torchrun's LOCAL_RANK)."""
+        dev = torch.device(device)
+        if self.distributed and dev.type == "cuda" and dev.index is None:
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return dev
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's rows of a global batch (equal contiguous slices)."""
+        if batch_size % self.size:
+            raise ValueError(f"--batch-size {batch_size} is not divisible by the {self.size} processes: each takes "
+                             f"an equal share of the global batch (use a multiple of {self.size})")
+        per = batch_size // self.size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (e.g. whether its checks of the run folder passed)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Per-rank batch means -> global batch means (equal slices: the mean of the ranks' means)."""
+        if not self.distributed or not metrics:
+            return metrics
+        keys = list(metrics)  # the same keys in the same order on every rank (the same code ran)
+        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: v / self.size for k, v in zip(keys, t.tolist())}
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on one (a non-finite shard stops them all together)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """This rank's part of a (possibly sharded) tensor is finite."""
+    local = t.to_local() if hasattr(t, "to_local") else t
+    return bool(torch.isfinite(local).all()) if local.numel() else True
+
