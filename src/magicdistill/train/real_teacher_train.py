@@ -38,7 +38,7 @@ from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_json, read_model_folder
 from .ema import EMA
 from .run import Run, closes_runs, lr_schedule
-from .teacher import latent_set_for, lr_lambda, step_generator, teacher_loss
+from .teacher import latent_set_for, lr_lambda, train_step
 
 
 def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int | None, frames: int | None,
@@ -97,17 +97,8 @@ def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool
           f"training clips at {cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it")
     for step in bar:
-        g = step_generator(cfg.seed, step)
-        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        loss = teacher_loss(dit, data.take(idx), torch.arange(len(idx)), null_text, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(dit, min(cfg.ema_decay, (1 + step) / (10 + step)))  # warm-up as train/teacher.py
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=sched.get_last_lr()[0])
+        loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
+        bar.set_postfix(loss=f"{loss:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
     # 4. the EMA weights, as a derived folder over the source (its sampler and encoders stay the source's)

@@ -143,6 +143,24 @@ def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: Laten
     return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
 
 
+def train_step(dit, ema: EMA, opt: torch.optim.Optimizer, sched, data, null_text: TextEmbedding,
+               cfg: TeacherTrainConfig, step: int, run: Run) -> float:
+    """One flow-matching step on a batch drawn by the step's seed (the same for the tiny teacher and a real
+    folder's transformer: train/real_teacher_train.py), the EMA updated and the metrics logged; -> the loss."""
+    g = step_generator(cfg.seed, step)
+    idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
+    loss = teacher_loss(dit, data.take(idx), torch.arange(len(idx)), null_text, cfg, g)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_([p for p in dit.parameters() if p.requires_grad], cfg.grad_clip)
+    opt.step()
+    sched.step()
+    # EMA warm-up: average over the steps seen so far until the decay's horizon is reached
+    ema.update(dit, min(cfg.ema_decay, (1 + step) / (10 + step)))
+    run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=sched.get_last_lr()[0])
+    return loss.item()
+
+
 @closes_runs
 def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, cache_dir: str | None = None,
                   overwrite: bool = False, log: str = "none") -> VideoDiT:
@@ -181,18 +199,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, ca
     # 3-4. loop
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it")
     for step in bar:
-        g = step_generator(cfg.seed, step)
-        idx = torch.randint(len(data), (cfg.batch_size,), generator=g)
-        loss = teacher_loss(dit, data.take(idx), torch.arange(len(idx)), null_text, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        # EMA warm-up: average over the steps seen so far until the decay's horizon is reached
-        ema.update(dit, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=sched.get_last_lr()[0])
+        loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
+        bar.set_postfix(loss=f"{loss:.4f}")
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.checkpoint_every == 0 or last:
             run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
