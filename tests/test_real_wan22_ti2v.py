@@ -165,13 +165,38 @@ def test_ti2v_lora_file_on_the_base_pipeline_equals_the_lora_generator(ti2v):
     assert (got["latents"] - ti2v["theirs"]["base"]["latents"]).abs().max() > 100 * ATOL  # the LoRA does act
 
 
-def test_ti2v_with_a_first_frame_is_a_one_line_error(real_folder, tmp_path):
+@pytest.mark.parametrize("distilled", [False, True])
+def test_ti2v_with_a_first_frame_is_a_one_line_error(real_folder, tmp_path, distilled):
     """TI2V's image mode (diffusers' WanImageToVideoPipeline with expand_timesteps: the first frame's tokens at
-    timestep 0) is not supported: generate --image says so in one line and writes nothing."""
+    timestep 0) is not supported: generate --image on the folder or a generator derived from it says so in
+    one line and writes nothing."""
+    model = real_folder(KIND)
+    if distilled:  # a generator folder: its record names the TI2V folder as its base
+        from magicdistill.models.folder import write_derived_record
+
+        (tmp_path / "gen").mkdir()
+        write_derived_record(tmp_path / "gen", read_model_folder(model),
+                             sampler={"kind": "euler", "steps": 4, "shift": 5.0, "guidance": 1.0})
+        model = tmp_path / "gen"
     rf.first_frame().save(tmp_path / "f.png")
-    result = run_cli("generate", "--model", real_folder(KIND), "--prompt", "a cat", "--image", tmp_path / "f.png",
+    result = run_cli("generate", "--model", model, "--prompt", "a cat", "--image", tmp_path / "f.png",
                      "--out", tmp_path / "v.mp4", "--height", rf.HEIGHT, "--width", rf.WIDTH, "--frames", rf.FRAMES)
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "text-to-video" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "TI2V" in lines[0] and "leave out --image" in lines[0]
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_ti2v_vae_geometry_is_the_pipelines(real_folder):
+    """Wan 2.2's VAE patchifies 2x2 pixels before its x8 encoder: /16 in space (the config's scale_factor_spatial),
+    as WanPipeline computes it; a 32x32, 9-frame clip is 48 x 3 x 2 x 2 latents and decodes back to 32x32."""
+    from magicdistill.models.families.real import RealPipeline
+
+    pipe = RealPipeline.from_dir(real_folder(KIND))
+    assert (pipe.vae.spatial_ratio, pipe.vae.temporal_ratio) == (pipe.pipe.vae_scale_factor_spatial,
+                                                                  pipe.pipe.vae_scale_factor_temporal) == (16, 4)
+    clip = torch.rand(1, 3, rf.FRAMES, rf.HEIGHT, rf.WIDTH, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = pipe.vae.encode(clip)
+        assert tuple(latents.shape) == (1, 48, 3, rf.HEIGHT // 16, rf.WIDTH // 16)
+        assert tuple(pipe.vae.decode(latents).shape) == tuple(clip.shape)
