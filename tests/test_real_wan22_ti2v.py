@@ -165,6 +165,34 @@ def test_ti2v_lora_file_on_the_base_pipeline_equals_the_lora_generator(ti2v):
     assert (got["latents"] - ti2v["theirs"]["base"]["latents"]).abs().max() > 100 * ATOL  # the LoRA does act
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lcm", "cfg"])
+def test_lcm_and_cfg_distil_ti2v(real_folder, tmp_path, method):
+    """LCM and CFG distillation (2 iterations) on the TI2V teacher: a trained plain transformer of the teacher's
+    class and keys, sampled without a CFG pair (Wan's CFG student learns the teacher's guidance at its own scale),
+    which generate samples by its record (LCM: consistency steps)."""
+    teacher = real_folder(KIND)
+    out = tmp_path / "run"
+    result = run_cli("distill", "--teacher", teacher, "--out", out, "--method", method, "--generator", "full",
+                     "--iters", 2, "--num-clips", 4, "--batch-size", 2, "--height", rf.HEIGHT, "--width", rf.WIDTH,
+                     "--frames", rf.FRAMES)
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = next(m for m in logged if m["step"] == 1)
+    assert first["grad_norm_generator"] > 0 and torch.isfinite(torch.tensor(first[f"loss_{method}"]))
+    folder = read_model_folder(out / "generator")
+    assert folder.layout == "derived" and folder.base == teacher.resolve()
+    assert (folder.sampler.kind, folder.sampler.guidance) == ("consistency" if method == "lcm" else "euler", 1.0)
+    config = lambda d: {k: v for k, v in json.loads((d / "transformer" / "config.json").read_text()).items()  # noqa: E731
+                        if k == "_class_name" or not k.startswith("_")}
+    assert config(out / "generator") == config(teacher)
+    mine, base = load_file(out / "generator" / WEIGHTS), load_file(teacher / WEIGHTS)
+    assert set(mine) == set(base) and any(not torch.equal(mine[k], base[k]) for k in mine)
+    result = run_cli("generate", "--model", out / "generator", "--prompt", "a person talking", "--out", tmp_path / "v.mp4")
+    assert result.exit_code == 0, result.output
+    assert read_video(tmp_path / "v.mp4")[0].shape == (rf.FRAMES, rf.HEIGHT, rf.WIDTH, 3)
+
+
 @pytest.mark.parametrize("distilled", [False, True])
 def test_ti2v_with_a_first_frame_is_a_one_line_error(real_folder, tmp_path, distilled):
     """TI2V's image mode (diffusers' WanImageToVideoPipeline with expand_timesteps: the first frame's tokens at
