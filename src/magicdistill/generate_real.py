@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import torch_dtype
-from .models.folder import ModelFolder
+from .models.folder import ModelFolder, read_json
 from .video import tensor_to_frames, write_mp4, write_png_frames
 
 
@@ -29,6 +29,10 @@ def check_real_options(folder: ModelFolder, *, image, seconds, quantize, t2i, in
     if folder.is_i2v and image is None:
         raise ValueError(f"{folder.path} is an image-to-video model ({name}): give the first frame with --image"
                          + (" (--t2i / --index apply to the tiny default only)" if (t2i or index) else ""))
+    if not folder.is_i2v and image is not None and read_json((folder.base or folder.path) / "model_index.json").get(
+            "expand_timesteps"):  # its image mode runs the first frame's tokens at timestep 0: not sampled by ours
+        raise ValueError(f"{folder.path} is a Wan 2.2 TI2V model: its image-to-video mode is not supported yet; "
+                         f"generate from the prompt alone (leave out --image)")
     if not folder.is_i2v and (image is not None or t2i or index):
         raise ValueError(f"{folder.path} is a text-to-video model ({name}): it takes no --image/--t2i/--index")
 

@@ -55,8 +55,9 @@ class VideoVAE(nn.Module):
         cfg = model.config
         if name in ("AutoencoderKLWan", "CausalPatchVAE"):
             if name == "AutoencoderKLWan":
-                self.temporal_ratio = 2 ** sum(cfg.temperal_downsample)
-                self.spatial_ratio = 2 ** len(cfg.temperal_downsample)
+                # the config's own factors when it has them: Wan 2.2's VAE patchifies 2x2 pixels first (/16, not /8)
+                self.temporal_ratio = getattr(cfg, "scale_factor_temporal", None) or 2 ** sum(cfg.temperal_downsample)
+                self.spatial_ratio = getattr(cfg, "scale_factor_spatial", None) or 2 ** len(cfg.temperal_downsample)
                 self.latent_channels = cfg.z_dim
             else:
                 self.temporal_ratio, self.spatial_ratio = cfg.temporal_ratio, cfg.spatial_ratio
