@@ -55,9 +55,10 @@ class VideoVAE(nn.Module):
         cfg = model.config
         if name in ("AutoencoderKLWan", "CausalPatchVAE"):
             if name == "AutoencoderKLWan":
-                # the config's own factors when it has them: Wan 2.2's VAE patchifies 2x2 pixels first (/16, not /8)
-                self.temporal_ratio = getattr(cfg, "scale_factor_temporal", None) or 2 ** sum(cfg.temperal_downsample)
-                self.spatial_ratio = getattr(cfg, "scale_factor_spatial", None) or 2 ** len(cfg.temperal_downsample)
+                # from the architecture (the config's scale_factor_* are class defaults, not derived): one /2 per
+                # stage, and Wan 2.2's VAE patchifies patch_size x patch_size pixels first (/16, not /8)
+                self.temporal_ratio = 2 ** sum(cfg.temperal_downsample)
+                self.spatial_ratio = 2 ** len(cfg.temperal_downsample) * (getattr(cfg, "patch_size", None) or 1)
                 self.latent_channels = cfg.z_dim
             else:
                 self.temporal_ratio, self.spatial_ratio = cfg.temporal_ratio, cfg.spatial_ratio
