@@ -29,8 +29,13 @@ for job in jobs:
     pipe.set_progress_bar_config(disable=True)
     adapted = 0
     if job.get("lora"):
-        pipe.load_lora_weights(job["lora"])
+        if hasattr(pipe, "load_lora_weights"):
+            pipe.load_lora_weights(job["lora"])
+        else:  # diffusers 0.42 has no load_lora_weights for HunyuanVideo-1.5 pipelines
+            pipe.transformer.load_lora_adapter(job["lora"], prefix="transformer")
         adapted = sum(isinstance(m, LoraLayer) for m in pipe.transformer.modules())
+    if job.get("guidance") is not None:  # a pipeline whose scale lives in its guider (HunyuanVideo-1.5)
+        pipe.guider = pipe.guider.new(guidance_scale=job["guidance"])
     if job.get("lora_2"):  # Wan 2.2 A14B: the second expert's file
         pipe.load_lora_weights(job["lora_2"], load_into_transformer_2=True)
         adapted += sum(isinstance(m, LoraLayer) for m in pipe.transformer_2.modules())
@@ -40,7 +45,9 @@ for job in jobs:
     kwargs = dict(job["kwargs"], latents=torch.load(job["noise"]), output_type="latent",
                   generator=torch.Generator().manual_seed(0))
     latents = pipe(**kwargs).frames
-    torch.save({"latents": latents, "adapted": adapted, "scheduler": type(pipe.scheduler).__name__}, job["result"])
+    guider = getattr(pipe, "guider", None)
+    torch.save({"latents": latents, "adapted": adapted, "scheduler": type(pipe.scheduler).__name__,
+                "guidance": guider.guidance_scale if guider is not None else None}, job["result"])
 assert not any(name.split(".")[0] == "magicdistill" for name in sys.modules), "magicdistill was imported"
 """
 

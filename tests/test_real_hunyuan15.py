@@ -211,24 +211,6 @@ def test_quantize_and_cast_rewrite_only_the_transformer(real_folder, tmp_path, c
 
 
 # --- export: reloaded by plain diffusers -------------------------------------------------------------
-PLAIN_DIFFUSERS = r"""
-import json, sys, torch
-from diffusers import DiffusionPipeline
-from peft.tuners.lora import LoraLayer
-jobs = json.load(open(sys.argv[1]))
-for job in jobs:
-    pipe = DiffusionPipeline.from_pretrained(job["folder"])
-    pipe.set_progress_bar_config(disable=True)
-    adapted = 0
-    if job.get("lora"):  # diffusers 0.42 has no load_lora_weights for HunyuanVideo-1.5 pipelines
-        pipe.transformer.load_lora_adapter(job["lora"], prefix="transformer")
-        adapted = sum(isinstance(m, LoraLayer) for m in pipe.transformer.modules())
-        pipe.guider = pipe.guider.new(guidance_scale=job["guidance"])
-    kwargs = dict(job["kwargs"], latents=torch.load(job["noise"]), output_type="latent")
-    torch.save({"latents": pipe(**kwargs).frames, "adapted": adapted, "guidance": pipe.guider.guidance_scale},
-               job["result"])
-assert not any(name.split(".")[0] == "magicdistill" for name in sys.modules), "magicdistill was imported"
-"""
 STEPS, SHIFT = 2, 4.0
 
 
@@ -240,7 +222,7 @@ def test_export_reloads_in_plain_diffusers_equal_to_ours(real_folder, tmp_path):
 
     from magicdistill.models.folder import write_derived_record
     from magicdistill.models.lora import merged
-    from test_export import _with_lora
+    from test_export import PLAIN_DIFFUSERS, _with_lora
 
     base = real_folder("hunyuan15-t2v")
     model = diffusers.HunyuanVideo15Transformer3DModel.from_pretrained(base / "transformer")
