@@ -31,17 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from magicdistill.train.vae_decoder import second_difference_loss  # the product's loss, as shipped
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def second_difference_loss(v: torch.Tensor, ratio: int) -> torch.Tensor:
-    """v (B, 3, T, H, W): mean |x[t+1] - 2x[t] + x[t-1]| over all t, plus over the t touching a
-    group boundary (phase-0 transition t -> t+1, t % ratio == 0, t > 0: the second differences
-    centred at t and t + 1)."""
-    acc = (v[:, :, 2:] - 2 * v[:, :, 1:-1] + v[:, :, :-2]).abs()  # centred at frames 1..T-2
-    centre = torch.arange(1, v.shape[2] - 1)
-    edge = ((centre % ratio == 0) | ((centre - 1) % ratio == 0)) & (centre > 1)
-    return acc.mean() + acc[:, :, edge].mean()
 
 
 def generated_latents(n: int, seed: int) -> torch.Tensor:
