@@ -1,9 +1,9 @@
-"""Several processes against one on the real families' tiny diffusers folders (Wan 2.1 T2V, HunyuanVideo T2V):
+"""Several processes against one on the real families' tiny diffusers folders (Wan 2.1 and HunyuanVideo, T2V and I2V):
 `torchrun --nproc-per-node 2 -m magicdistill distill --teacher DIR` shards the diffusers transformer with FSDP2
 (its ``blocks`` / ``transformer_blocks`` + ``single_transformer_blocks`` are the per-block units) and gives the
 losses and generator weights of one process with the same global batch, within test_distributed's tolerances
-(measured: <= 4.1e-6 relative on the losses, HunyuanVideo's ~1e-9 loss_dmd aside, which the 1e-9 absolute floor
-covers; <= 5.7e-7 on any weight of a LoRA generator, 3.2e-6 of a full copy; the update's norm <= 1.2e-4).
+(measured: <= 5e-6 relative on the losses, HunyuanVideo's ~1e-9 loss_dmd aside, which the 1e-9 absolute floor
+covers; <= 1.4e-6 on any weight of a LoRA generator, 3.2e-6 of a full copy; the update's norm <= 1.2e-4).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _moved(run, teacher) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["wan-t2v", "hunyuan-t2v"])
+@pytest.mark.parametrize("kind", ["wan-t2v", "hunyuan-t2v", "wan-i2v", "hunyuan-i2v"])
 def test_two_processes_give_the_losses_and_weights_of_one_on_a_real_folder(tmp_path, real_folder, kind):
     teacher = real_folder(kind)
     one, two = _both(tmp_path, teacher, _cfg())
