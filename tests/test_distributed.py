@@ -90,7 +90,8 @@ def _cfg(**kw) -> DistillConfig:
 
 
 def _distill(out: Path, cache: Path, cfg: DistillConfig, *, procs: int = 1, resume: bool = False,
-             kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+             kill: tuple[str, int] | None = None, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``args``: further CLI flags (e.g. ``--teacher DIR`` and its clip size)."""
     cfg_file = out.with_name(out.name + ".json")
     cfg_file.write_text(cfg.model_dump_json())
     head = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -101,7 +102,7 @@ def _distill(out: Path, cache: Path, cfg: DistillConfig, *, procs: int = 1, resu
         body = [str(script), kill[0], str(kill[1])]
     else:
         body = ["-m", "magicdistill"]
-    cmd = head + body + ["distill", "--out", str(out), "--config", str(cfg_file), "--cache-dir", str(cache)]
+    cmd = head + body + ["distill", "--out", str(out), "--config", str(cfg_file), "--cache-dir", str(cache), *args]
     return subprocess.run(cmd + (["--resume"] if resume else []), env=ENV, capture_output=True, text=True,
                           timeout=900)
 
@@ -130,8 +131,9 @@ def _same_losses(a: Path, b: Path, rtol: float) -> None:
             assert y[k] == pytest.approx(x[k], rel=rtol, abs=0 if rtol == 0 else 1e-9), (x["step"], k, x[k], y[k])
 
 
-def _same_weights(a: Path, b: Path, atol: float, update_rtol: float = 0.0) -> None:
-    wa, wb, wt = _weights(a), _weights(b), _teacher_weights()
+def _same_weights(a: Path, b: Path, atol: float, update_rtol: float = 0.0,
+                  teacher: Path = SHIPPED_DIR / "teacher") -> None:
+    wa, wb, wt = _weights(a), _weights(b), _teacher_weights(teacher)
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=atol, rtol=0, msg=k)
@@ -360,5 +362,5 @@ def test_non_finite_loss_stops_every_process_and_keeps_the_last_checkpoint(work,
     _ok(_distill(run, work / "cache", _cfg(lr_fake=1e38, checkpoint_every=1, iters=1), resume=True))  # loadable
 
 
-def _teacher_weights() -> dict[str, torch.Tensor]:
-    return load_file(str(SHIPPED_DIR / "teacher" / "transformer" / "diffusion_pytorch_model.safetensors"))
+def _teacher_weights(teacher: Path = SHIPPED_DIR / "teacher") -> dict[str, torch.Tensor]:
+    return load_file(str(teacher / "transformer" / "diffusion_pytorch_model.safetensors"))
