@@ -139,7 +139,7 @@ def test_latents_equal_diffusers_pipeline(real_folder, tmp_path_factory, kind):
 
 
 # --- the CLI -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + ("hunyuan15-t2v", "hunyuan15-i2v"))
 def test_generate_cli_writes_the_asked_video(real_folder, tmp_path, kind):
     from magicdistill.video import read_video
 

@@ -197,17 +197,22 @@ def _donor(folder: Path, needs: tuple[str, ...], flag: str) -> dict:
     return index
 
 
+def read_pipeline_index(src: Path, out: Path) -> dict:
+    """``src``'s model_index.json, once ``src`` is a pipeline folder and the new folder ``out`` is free."""
+    if not (src / INDEX).is_file():
+        raise ValueError(f"{src} is not a diffusers pipeline folder (no {INDEX})")
+    if out.exists():
+        raise ValueError(f"{out} already exists; choose a new output folder")
+    return _read_json(src / INDEX)
+
+
 def convert_to_i2v(src: str | Path, out: str | Path, *, image_encoder_from: str | Path | None = None,
                    text_encoder_from: str | Path | None = None) -> Path:
     """Write the I2V pipeline folder converted from the T2V folder ``src`` to ``out`` (a new path)."""
     from ..atomic import atomic_folder
 
     src, out = Path(src), Path(out)
-    if not (src / INDEX).exists():
-        raise ValueError(f"{src} is not a diffusers pipeline folder (no {INDEX})")
-    if out.exists():
-        raise ValueError(f"{out} already exists; choose a new output folder")
-    index = _read_json(src / INDEX)
+    index = read_pipeline_index(src, out)
     family = _family(index, src)
     transformers = [name for name in ("transformer", "transformer_2") if (index.get(name) or [None])[0]]
     sources = {name: src for name, spec in index.items() if isinstance(spec, list) and spec[0]}

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .convert import INDEX, _link_or_copy, _read_json
+from .convert import INDEX, _link_or_copy, _read_json, read_pipeline_index
 
 TRANSFORMERS = ("transformer", "transformer_2")
 # what diffusers' pipelines cannot express: shown as one line when asked to export the tiny default
@@ -137,11 +137,7 @@ def export_pipeline(base_dir: str | Path, out: str | Path, *, transformer, trans
     from ..atomic import atomic_folder
 
     base_dir, out = Path(base_dir), Path(out)
-    if not (base_dir / INDEX).is_file():
-        raise ValueError(f"{base_dir} is not a diffusers pipeline folder (no {INDEX})")
-    if out.exists():
-        raise ValueError(f"{out} already exists; choose a new output folder")
-    index = _read_json(base_dir / INDEX)
+    index = read_pipeline_index(base_dir, out)
     given = {"transformer": transformer, "transformer_2": transformer_2}
     if transformer_2 is not None and not (index.get("transformer_2") or [None])[0]:
         raise ValueError(f"{base_dir} has no transformer_2, but a second expert was given")
