@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..models.experts import experts
 from ..models.lora import AdapterRoles
 
 
@@ -45,13 +46,13 @@ def apply_memory_options(method) -> None:
     """For a W2SMethod: checkpoint every transformer that trains or passes gradients, and under bf16
     mixed precision store the frozen backbone in bf16 (what trains stays float32)."""
     cfg = method.cfg
-    backbone = method.backbone.transformer
-    transformers = [(backbone, getattr(method.scores, "roles", None))]
+    roles = getattr(method.scores, "roles", None)
+    transformers = [(t, roles) for t in experts(method.backbone).values()]  # every expert (Wan 2.2 A14B: two)
     fake = getattr(method.scores, "fake", None)
     if fake is not None:
-        transformers.append((fake.transformer, None))
+        transformers += [(t, None) for t in experts(fake).values()]
     if isinstance(method.generator, torch.nn.Module):  # a full generator copy
-        transformers.append((method.generator.transformer, None))
+        transformers += [(t, None) for t in experts(method.generator).values()]
     if cfg.checkpointing:
         for t, roles in transformers:
             enable_checkpointing(t, roles)

@@ -8,6 +8,9 @@ switch the LoRA scale in place; no weights are copied.
 the teacher. Kept as the memory baseline (benchmarks/distill_memory.py) and for users who want
 the original recipe; alpha_weak has no meaning there (the real score is the teacher).
 
+A model with two experts (Wan 2.2 A14B) has every adapter and feature tap on both: each forward pass runs
+the expert of its sigma, with that expert's share of the adapter.
+
 With ``generator="lora"`` the generator is one more adapter on the frozen backbone (``LoRAGenerator``):
 role "generator" = that adapter alone at scale 1; every score role switches it off. Each role runs
 only its own adapter, so a backward pass can only reach that role's weights.
@@ -24,14 +27,15 @@ import torch
 from ..config import DistillConfig
 from ..models.dit import VideoDiT
 from ..models.discriminator import FeatureTap
+from ..models.experts import experts
 from ..models.lora import AdapterRoles, AdapterWeights, SharedLoRA, lora_targets
 
 class SharedScores:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         self.backbone = teacher.eval().requires_grad_(False)
-        self.lora = SharedLoRA(self.backbone.transformer, rank=cfg.lora_rank,
+        self.lora = SharedLoRA(experts(self.backbone), rank=cfg.lora_rank,
                                targets=lora_targets(self.backbone.transformer, cfg.lora_targets))
-        self._tap = FeatureTap(self.backbone.transformer, list(cfg.disc_layers))
+        self._tap = FeatureTap(experts(self.backbone), list(cfg.disc_layers))
         self.generator_lora = _generator_adapter(self.backbone, cfg)
         # per role: (score LoRA scale, generator adapter scale); 0 switches the adapter off
         roles = {"real": (cfg.alpha_weak, 0.0), "fake": (cfg.alpha_strong, 0.0), "teacher": (0.0, 0.0),
@@ -60,8 +64,8 @@ class SeparateScores:
     def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
         self.backbone = teacher.eval().requires_grad_(False)  # the real score (and the teacher)
         self.fake = copy.deepcopy(teacher).train().requires_grad_(True)
-        self._taps = {"fake": FeatureTap(self.fake.transformer, list(cfg.disc_layers)),
-                      "teacher": FeatureTap(self.backbone.transformer, list(cfg.disc_layers))}
+        self._taps = {"fake": FeatureTap(experts(self.fake), list(cfg.disc_layers)),
+                      "teacher": FeatureTap(experts(self.backbone), list(cfg.disc_layers))}
         # generator="lora": the generator adapter sits on the frozen real copy (off for real/teacher)
         self.generator_lora = _generator_adapter(self.backbone, cfg)
         self.roles = None if self.generator_lora is None else AdapterRoles(
@@ -92,7 +96,7 @@ def build_scores(teacher: VideoDiT, cfg: DistillConfig) -> SharedScores | Separa
 def _generator_adapter(backbone: VideoDiT, cfg: DistillConfig) -> SharedLoRA | None:
     if cfg.generator != "lora":
         return None
-    lora = SharedLoRA(backbone.transformer, rank=cfg.generator_lora_rank, adapter="generator",
+    lora = SharedLoRA(experts(backbone), rank=cfg.generator_lora_rank, adapter="generator",
                       targets=lora_targets(backbone.transformer, cfg.lora_targets))
     lora.set_scale(0.0)  # outside its role the backbone is not the generator
     return lora

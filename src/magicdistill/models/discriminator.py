@@ -10,6 +10,7 @@ configurable [decision, method.md]. Block names: ``double:i`` (transformer_block
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -33,23 +34,32 @@ def resolve_blocks(transformer: nn.Module, names: list[str]) -> list[nn.Module]:
 
 
 class FeatureTap:
-    """Records the latent-stream token output (B, N, D) of given blocks during a forward pass."""
+    """Records the latent-stream token output (B, N, D) of given blocks during a forward pass: one feature map
+    per name.
 
-    def __init__(self, transformer: nn.Module, names: list[str]):
-        self.blocks = resolve_blocks(transformer, names)
-        self.features: list[torch.Tensor] = []
+    ``transformer``: one, or a model's experts (Wan 2.2 A14B's two, alike): the blocks are tapped in each. A
+    forward pass runs each row through the expert of its sigma, so a name's map is the rows of every expert
+    that ran, grouped by expert (the head scores each row on its own, and the GAN losses average rows that
+    all carry one label, so the grouping changes nothing). A pass run only for its collectives
+    (``untapped``) is not recorded."""
+
+    def __init__(self, transformer: nn.Module | dict[str, nn.Module], names: list[str]):
+        parts = transformer.values() if isinstance(transformer, dict) else [transformer]
+        self.blocks = [b for t in parts for b in resolve_blocks(t, names)]
+        self.names = names
+        self._raw: list[tuple[int, torch.Tensor]] = []
         self._active = False
-        for b in self.blocks:
-            b.register_forward_hook(self._hook)
+        for i, b in enumerate(self.blocks):
+            b.register_forward_hook(partial(self._hook, i % len(names)))
 
-    def _hook(self, module, args, output):
-        if self._active:
-            self.features.append(output[0] if isinstance(output, tuple) else output)
+    def _hook(self, name: int, module, args, output):
+        if self._active and not _UNTAPPED:
+            self._raw.append((name, output[0] if isinstance(output, tuple) else output))
 
     @contextmanager
     def capture(self) -> Iterator[list[torch.Tensor]]:
         captured: list[torch.Tensor] = []
-        self.features = captured
+        self._raw = []
         self._active = True
         try:
             yield captured
@@ -57,7 +67,25 @@ class FeatureTap:
             # the caller keeps ``captured``; the tap lets go, so these features (and their autograd
             # graph) are freed with the caller's last reference, not kept alive until the next capture
             self._active = False
-            self.features = []
+            for i in range(len(self.names)):
+                maps = [t for j, t in self._raw if j == i]
+                if maps:
+                    captured.append(maps[0] if len(maps) == 1 else torch.cat(maps))
+            self._raw = []
+
+
+_UNTAPPED: list[bool] = []
+
+
+@contextmanager
+def untapped() -> Iterator[None]:
+    """A forward pass whose output is discarded (models/families/base.py: a sharded expert run for its
+    collectives alone): no feature tap records it."""
+    _UNTAPPED.append(True)
+    try:
+        yield
+    finally:
+        _UNTAPPED.pop()
 
 
 class DiscriminatorHead(nn.Module):

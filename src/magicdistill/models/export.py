@@ -40,8 +40,7 @@ import torch
 from torch import nn
 
 from .convert import INDEX, _link_or_copy, _read_json, read_pipeline_index
-
-TRANSFORMERS = ("transformer", "transformer_2")
+from .experts import EXPERTS as TRANSFORMERS
 # what diffusers' pipelines cannot express: shown as one line when asked to export the tiny default
 TINY_NOT_EXPORTABLE = ("the embedded tiny model has no diffusers equivalent (10x10 patch embedding, gated "
                        "32-channel output): export works on models distilled from a diffusers Wan/HunyuanVideo folder")

@@ -25,6 +25,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from .experts import EXPERTS
+from .experts import prefix as expert_prefix
+
 # projections to adapt, per backbone family (attention in and out; Hunyuan's text stream too)
 LORA_TARGETS = {
     "HunyuanVideoTransformer3DModel": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj",
@@ -65,14 +68,26 @@ def lora_targets(transformer: nn.Module, which: str = "attention") -> list[str]:
 
 
 class SharedLoRA:
-    """Adds one LoRA adapter to a frozen transformer and switches its scale per call."""
+    """Adds one LoRA adapter to a frozen transformer and switches its scale per call.
 
-    def __init__(self, transformer: nn.Module, rank: int = 16, alpha: float | None = None,
+    ``transformer``: one transformer, or a model's experts (models/experts.py: Wan 2.2 A14B's two), each
+    given the adapter; a second expert's tensors are keyed under its prefix ("transformer_2.")."""
+
+    def __init__(self, transformer: nn.Module | dict[str, nn.Module], rank: int = 16, alpha: float | None = None,
                  targets: list[str] | None = None, adapter: str = "w2s"):
+        parts = transformer if isinstance(transformer, dict) else {EXPERTS[0]: transformer}
+        self.parts = {expert_prefix(name): t for name, t in parts.items()}
+        self.transformer, self.adapter = next(iter(parts.values())), adapter
+        self.layers = [layer for t in parts.values() for layer in self._add(t, rank, alpha, targets)]
+        for p in self.parameters():
+            p.requires_grad_(True)
+        self._scale = 1.0
+
+    def _add(self, transformer: nn.Module, rank: int, alpha: float | None, targets: list[str] | None) -> list:
         from peft import LoraConfig
         from peft.tuners.lora import LoraLayer
 
-        name = type(transformer).__name__
+        adapter, name = self.adapter, type(transformer).__name__
         targets = targets or LORA_TARGETS.get(name)
         if not targets:
             raise ValueError(f"no default LoRA targets for {name}; pass targets=[...]")
@@ -87,21 +102,22 @@ class SharedLoRA:
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
                                                init_lora_weights=True), adapter_name=adapter)
-        self.transformer, self.adapter = transformer, adapter
-        self.layers = [m for m in transformer.modules() if isinstance(m, LoraLayer) and adapter in m.scaling]
-        if not self.layers:
+        layers = [m for m in transformer.modules() if isinstance(m, LoraLayer) and adapter in m.scaling]
+        if not layers:
             raise ValueError(f"LoRA targets {targets} matched no layer of {name}")
         # diffusers' add_adapter makes the new adapter the only active one: keep the earlier ones on too
         for layer, names in earlier.items():
-            activate([layer], names + [adapter] if layer in self.layers else names)
+            activate([layer], names + [adapter] if layer in layers else names)
         for p, f in flags.items():
             p.requires_grad_(f)
-        for p in self.parameters():
-            p.requires_grad_(True)
-        self._scale = 1.0
+        return layers
+
+    def named_parameters(self) -> dict[str, nn.Parameter]:
+        """Every expert's parameters (the backbone's too), keyed as in ``state_dict``."""
+        return {pre + n: p for pre, t in self.parts.items() for n, p in t.named_parameters()}
 
     def parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.transformer.named_parameters() if f".{self.adapter}." in n or n.endswith(self.adapter)]
+        return [p for n, p in self.named_parameters().items() if f".{self.adapter}." in n or n.endswith(self.adapter)]
 
     def set_scale(self, scale: float) -> None:
         for layer in self.layers:
@@ -122,10 +138,10 @@ class SharedLoRA:
             self.set_scale(previous)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.transformer.named_parameters() if f".{self.adapter}." in n}
+        return {n: p.detach() for n, p in self.named_parameters().items() if f".{self.adapter}." in n}
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        params = dict(self.transformer.named_parameters())
+        params = self.named_parameters()
         _copy_named({n: params[n] for n in self.state_dict()}, sd)
 
     @contextmanager
@@ -209,7 +225,7 @@ class AdapterWeights(nn.Module):
 
     def __init__(self, lora: SharedLoRA):
         super().__init__()
-        named = dict(lora.transformer.named_parameters())
+        named = lora.named_parameters()
         self.names = list(lora.state_dict())
         self.tensors = nn.ParameterList([named[n] for n in self.names])
 

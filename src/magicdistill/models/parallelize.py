@@ -1,7 +1,11 @@
 """FSDP2 sharding of the models of a multi-process run (``torchrun``): torch's ``fully_shard``.
 
 Each transformer block is one FSDP unit (its parameters are all-gathered just before it runs and freed
-after), then the transformer itself (the rest of its parameters: embedders, norms, output). A model's
+after), then the transformer itself (the rest of its parameters: embedders, norms, output); a model with
+two experts (Wan 2.2 A14B) has both sharded so. The blocks are found, not named: every ``nn.ModuleList``
+that is a direct child of the transformer (Wan's ``blocks``, HunyuanVideo's ``transformer_blocks`` and
+``single_transformer_blocks``, HunyuanVideo-1.5's ``transformer_blocks``); a list nested deeper (the token
+refiner's) stays in the transformer's unit, which runs it once per forward anyway. A model's
 vision encoder is a unit of its own: the context is built outside the transformer's forward. The frozen
 backbone, its LoRAs, a full generator or fake copy, the EMA copy and the discriminator head are all
 sharded, so each process holds 1/N of every parameter, gradient and optimizer state. Gradients are
@@ -13,7 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "blocks")  # Hunyuan (double, single), Wan
+from .experts import experts
+
+
+def block_lists(transformer: nn.Module) -> dict[str, nn.ModuleList]:
+    """The transformer's stacks of blocks: its direct ``nn.ModuleList`` children, by attribute name."""
+    return {name: m for name, m in transformer.named_children() if isinstance(m, nn.ModuleList)}
 
 
 class Sharder:
@@ -31,16 +40,24 @@ class Sharder:
         return fully_shard(module, mesh=self.mesh)
 
     def model(self, model: nn.Module) -> nn.Module:
-        """A VideoDiT: per transformer block, then the transformer; the vision encoder on its own."""
-        transformer = model.transformer
-        for name in BLOCK_LISTS:
-            for block in getattr(transformer, name, None) or []:
-                self.module(block)
-        self.module(transformer)
+        """A VideoDiT or real-family model: per transformer block, then the transformer, for each expert; the
+        vision encoder on its own."""
+        for transformer in experts(model).values():
+            for blocks in block_lists(transformer).values():
+                for block in blocks:
+                    self.module(block)
+            self.module(transformer)
         vision = getattr(model, "vision", None)
         if vision is not None and any(True for _ in vision.parameters()):
             self.module(vision)
         return model
+
+
+def is_sharded(module: nn.Module) -> bool:
+    """Whether ``module`` is an FSDP unit (its forward is a collective: every process must run it)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
 
 
 def reshard(model: nn.Module) -> None:

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..discriminator import untapped
 from ..dit import Condition
 from ..folder import ModelFolder, read_json
+from ..parallelize import is_sharded
 from ..text import TextEmbedding
 from ..vae import VideoVAE
 
@@ -138,24 +140,50 @@ class RealDiT(nn.Module):
         fields = {k: v for k, v in fields.items() if k not in ("vae", "text_encoder")}
         write_derived_record(path, self.folder, weights_dtype=str(self.dtype).removeprefix("torch."), **fields)
 
-    def expert(self, sigma: torch.Tensor) -> nn.Module:
-        if self.transformer_2 is None or self.boundary is None:
-            return self.transformer
-        return self.transformer if float(sigma.reshape(-1)[0]) >= self.boundary else self.transformer_2
-
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Condition, guidance: torch.Tensor | None = None,
                 attention_kwargs: dict | None = None) -> torch.Tensor:
+        """Each row runs the expert of its own sigma (training batches mix sigmas on both sides of A14B's
+        boundary; a sampling step's rows share one)."""
         sigma = sigma.to(x_t.device, torch.float32).expand(x_t.shape[0])
         if guidance is None and self.guidance_embeds:
             if self.embedded_guidance is None:
                 raise ValueError("this model is guidance-distilled: pass the guidance scale")
             guidance = torch.tensor([self.embedded_guidance])
-        model = self.expert(sigma)
+        if self.transformer_2 is None or self.boundary is None:
+            return self._run(self.transformer, x_t, sigma, cond, guidance, attention_kwargs)
+        high = sigma >= self.boundary
+        outs, order, unused = [], [], x_t.new_zeros(())
+        for model, rows in ((self.transformer, high), (self.transformer_2, ~high)):
+            idx = rows.nonzero().flatten()
+            if len(idx):
+                outs.append(self._run(model, x_t[idx], sigma[idx], cond.index(idx), _rows(guidance, idx, x_t),
+                                      attention_kwargs))
+                order.append(idx)
+            elif is_sharded(model):
+                # a sharded expert's all-gathers (and, in training, gradient reduce-scatters) are collective: every
+                # process runs it, one with no row of its own on its first row, counted zero times (exactly zero
+                # gradients from here)
+                first = torch.zeros(1, dtype=torch.long, device=x_t.device)
+                with untapped():
+                    unused = unused + 0.0 * self._run(model, x_t[first], sigma[first], cond.index(first),
+                                                      _rows(guidance, first, x_t), attention_kwargs).sum()
+        out = torch.cat(outs)[torch.cat(order).argsort()]
+        return out + unused if unused.requires_grad else out
+
+    def _run(self, model: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: Condition,
+             guidance: torch.Tensor | None, attention_kwargs: dict | None) -> torch.Tensor:
         inputs = self.family.transformer_inputs(self, x_t.to(self.dtype), sigma, cond)
         if self.guidance_embeds:
             inputs["guidance"] = guidance.to(x_t.device, self.dtype).expand(x_t.shape[0]) * 1000.0
         out = model(timestep=sigma * 1000.0, attention_kwargs=attention_kwargs, return_dict=False, **inputs)[0]
         return out.to(x_t.dtype)
+
+
+def _rows(guidance: torch.Tensor | None, idx: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor | None:
+    """A per-row guidance scale's rows (a single scale is shared by every row)."""
+    if guidance is None or guidance.numel() == 1 or guidance.shape[0] != x_t.shape[0]:
+        return guidance
+    return guidance[idx.to(guidance.device)]
 
 
 @dataclass
