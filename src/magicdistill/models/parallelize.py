@@ -60,6 +60,15 @@ def is_sharded(module: nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
+def any_process(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag, true when it is true on any process (every process must call it)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def reshard(model: nn.Module) -> None:
     """Free what a forward pass without backward left gathered (FSDP keeps a root unit's parameters whole
     after its forward, for the backward it expects): afterwards every parameter is its shard again, so

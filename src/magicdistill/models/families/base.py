@@ -20,7 +20,7 @@ from torch import nn
 from ..discriminator import untapped
 from ..dit import Condition
 from ..folder import ModelFolder, read_json
-from ..parallelize import is_sharded
+from ..parallelize import any_process, is_sharded
 from ..text import TextEmbedding
 from ..vae import VideoVAE
 
@@ -152,17 +152,20 @@ class RealDiT(nn.Module):
         if self.transformer_2 is None or self.boundary is None:
             return self._run(self.transformer, x_t, sigma, cond, guidance, attention_kwargs)
         high = sigma >= self.boundary
+        pairs = ((self.transformer, high), (self.transformer_2, ~high))
+        # a sharded expert's all-gathers (and, in training, gradient reduce-scatters) are collective: it runs on
+        # every process when it has rows on any (and on none otherwise, as in one process, where an expert
+        # without rows gets no gradient at all rather than a zero one, which AdamW would count as a step)
+        used = any_process([bool(rows.any()) for _, rows in pairs], x_t.device) if is_sharded(self.transformer) \
+            else [True, True]
         outs, order, unused = [], [], x_t.new_zeros(())
-        for model, rows in ((self.transformer, high), (self.transformer_2, ~high)):
+        for (model, rows), anywhere in zip(pairs, used):
             idx = rows.nonzero().flatten()
             if len(idx):
                 outs.append(self._run(model, x_t[idx], sigma[idx], cond.index(idx), _rows(guidance, idx, x_t),
                                       attention_kwargs))
                 order.append(idx)
-            elif is_sharded(model):
-                # a sharded expert's all-gathers (and, in training, gradient reduce-scatters) are collective: every
-                # process runs it, one with no row of its own on its first row, counted zero times (exactly zero
-                # gradients from here)
+            elif anywhere and is_sharded(model):  # rows on another process: here its first row, counted zero times
                 first = torch.zeros(1, dtype=torch.long, device=x_t.device)
                 with untapped():
                     unused = unused + 0.0 * self._run(model, x_t[first], sigma[first], cond.index(first),
