@@ -147,6 +147,13 @@ def test_a_cache_for_one_teacher_is_refused_by_another(real_folder, cache_of, tm
     # a real cache given to the tiny default (its VAE differs)
     result = run_cli("distill", "--data", cache_of("hunyuan-t2v"), "--out", tmp_path / "run3", "--iters", 2)
     assert result.exit_code == 2 and "another VAE than the teacher's" in result.output
+    # fine-tuning a folder on a cache of another family's / another VAE's folder: the same one-line refusals
+    for model, cache, why in [("wan-t2v", "hunyuan-t2v", "encoded for a hunyuan teacher, not this wan one"),
+                              ("wan-i2v", "wan-t2v", "another VAE than the teacher's")]:
+        result = run_cli("train", "--init-from", real_folder(model), "--data", cache_of(cache), "--out",
+                         tmp_path / "train", "--steps", 2)
+        assert result.exit_code == 2 and why in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "train").exists()
 
 
 def test_resume_into_the_same_out_with_another_teacher_is_refused(real_folder, cache_of, videos, tmp_path):
@@ -261,3 +268,36 @@ def test_distill_from_a_hunyuan_i2v_cache_matches_the_uncached_run(real_folder, 
     cached, uncached = logged_losses(tmp_path / "cached", names), logged_losses(tmp_path / "uncached", names)
     assert cached.shape == (1, 2) and (cached > 0).all()
     np.testing.assert_allclose(cached, uncached, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_train_a_wan_folder_on_its_cache_matches_the_uncached_run(real_folder, cache_of, tmp_path, monkeypatch):
+    """`train --init-from FOLDER --data CACHE` fine-tunes the folder's transformer on the cached clips without
+    loading its text encoder, to the same per-step losses as the uncached run encoding the same clips itself.
+    Tolerance: rtol 1e-3 (the uncached run's empty-prompt embedding, used by text dropout, is float32, the
+    cache's float16)."""
+    from magicdistill.train import real_teacher_train
+
+    teacher = real_folder("wan-t2v")
+    data = CachedClips(cache_of("wan-t2v"))
+    loaded: list[str] = []
+    real_load = families_real.load_component
+    monkeypatch.setattr(families_real, "load_component",
+                        lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    args = ["--init-from", teacher, "--steps", 3, "--batch-size", 2, "--checkpoint-every", 100]
+    result = run_cli("train", *args, "--data", data.path, "--out", tmp_path / "cached")
+    assert result.exit_code == 0, result.output
+    assert "transformer" in loaded and "text_encoder" not in loaded
+    assert not (tmp_path / "cached" / "cache").exists()  # no synthetic clips were encoded
+    trained = read_model_folder(tmp_path / "cached" / "teacher")
+    assert (trained.video.height, trained.video.width, trained.video.frames) == (32, 32, 9)  # the cache's clips
+    same_clips_uncached(monkeypatch, real_teacher_train, data)
+    result = run_cli("train", *args, "--out", tmp_path / "uncached", "--height", 32, "--width", 32, "--frames", 9)
+    assert result.exit_code == 0, result.output
+    assert "text_encoder" in loaded
+    cached, uncached = logged_losses(tmp_path / "cached", ["loss"]), logged_losses(tmp_path / "uncached", ["loss"])
+    assert cached.shape == (3, 1) and (cached > 0).all()
+    np.testing.assert_allclose(cached, uncached, rtol=1e-3)
+    # and a cache's clip format is the run's: another size is refused
+    result = run_cli("train", *args, "--data", data.path, "--out", tmp_path / "other", "--height", 64)
+    assert result.exit_code == 2 and "are 32x32x9" in result.output and not (tmp_path / "other").exists()
