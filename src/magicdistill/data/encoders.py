@@ -33,7 +33,7 @@ class Encoders:
     spatial_ratio: int
     latent_channels: int
     fingerprint: dict[str, str] = field(default_factory=dict)  # {"vae": ..., "text": ...}
-    text_needs_image: bool = False  # the prompt is encoded with its clip's first frame: no data-free cache
+    text_needs_image: bool = False  # each prompt is read with its clip's first frame (no data-free cache for it)
 
 
 def file_fingerprint(path: Path) -> str:

@@ -83,9 +83,6 @@ def build_cache(sources: list[Source], out: str | Path, encoders, rule: ClipRule
         raise ValueError(f"kind must be clips or prompts, got {kind!r}")
     if kind == "clips" and encoders.encode_video is None:
         raise ValueError("these encoders have no video encoder; a clips cache needs one")
-    if kind == "prompts" and encoders.text_needs_image:
-        raise ValueError("this teacher encodes each prompt together with its clip's first frame (HunyuanVideo-I2V), "
-                         "so a data-free --prompts cache has nothing to read with the prompts: cache --videos")
     if rule.num_frames < 1 or (rule.num_frames - 1) % encoders.temporal_ratio:
         k = max(0, round((rule.num_frames - 1) / encoders.temporal_ratio))
         raise ValueError(f"--frames {rule.num_frames}: must be 1 + {encoders.temporal_ratio}k for this VAE "
