@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -146,6 +147,13 @@ def test_a_cache_for_one_teacher_is_refused_by_another(real_folder, cache_of, tm
     # a real cache given to the tiny default (its VAE differs)
     result = run_cli("distill", "--data", cache_of("hunyuan-t2v"), "--out", tmp_path / "run3", "--iters", 2)
     assert result.exit_code == 2 and "another VAE than the teacher's" in result.output
+    # fine-tuning a folder on a cache of another family's / another VAE's folder: the same one-line refusals
+    for model, cache, why in [("wan-t2v", "hunyuan-t2v", "encoded for a hunyuan teacher, not this wan one"),
+                              ("wan-i2v", "wan-t2v", "another VAE than the teacher's")]:
+        result = run_cli("train", "--init-from", real_folder(model), "--data", cache_of(cache), "--out",
+                         tmp_path / "train", "--steps", 2)
+        assert result.exit_code == 2 and why in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "train").exists()
 
 
 def test_resume_into_the_same_out_with_another_teacher_is_refused(real_folder, cache_of, videos, tmp_path):
@@ -155,9 +163,11 @@ def test_resume_into_the_same_out_with_another_teacher_is_refused(real_folder, c
     result = run_cli("cache", "--teacher", real_folder("hunyuan-t2v"), "--videos", videos, "--out",
                      cache_of("hunyuan-t2v"), *CLIP, "--no-vae-tiling")
     assert result.exit_code == 2 and "built differently" in result.output
-    result = run_cli("cache", "--teacher", real_folder("hunyuan-i2v"), "--videos", videos, "--out", tmp_path / "c",
-                     *CLIP)
-    assert result.exit_code == 2 and "HunyuanVideo-I2V" in result.output and not (tmp_path / "c").exists()
+    (tmp_path / "p.txt").write_text("a red ball rolls\n")  # HunyuanVideo-I2V reads each prompt with a first frame
+    result = run_cli("cache", "--teacher", real_folder("hunyuan-i2v"), "--prompts", tmp_path / "p.txt", "--out",
+                     tmp_path / "c", *CLIP)
+    assert result.exit_code == 2 and "HunyuanVideo-I2V" in result.output and "--videos" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow
@@ -174,3 +184,120 @@ def test_data_free_prompts_cache_for_a_real_teacher(real_folder, tmp_path):
     assert result.exit_code == 0, result.output
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "loss_dmd" in logged[0] and "loss_d" not in logged[0]
+
+
+class ClipsOf:
+    """The cache's own clips (read by the cache's rule) as a source for the uncached path's ``build_latent_set``."""
+
+    def __init__(self, data: CachedClips):
+        rule = ClipRule(**{k: data.rule[k] for k in ("height", "width", "num_frames", "fps")})
+        self.clips = [SimpleNamespace(frames=read_clip(Path(src), rule), caption=cap)
+                      for src, cap in zip(data.sources, data.captions)]
+
+    def clip(self, i):
+        return self.clips[i]
+
+
+def same_clips_uncached(monkeypatch, module, data: CachedClips):
+    """Make ``module``'s uncached run encode the cache's clips (with the teacher's loaded VAE and text encoder,
+    the uncached code path) instead of the synthetic portraits."""
+    from magicdistill.data.latent_cache import build_latent_set
+
+    encoded = {}
+
+    def latent_set_for(data_cfg, vae_dir, split, n, vae, enc, cache_dir):
+        if "set" not in encoded:
+            encoded["set"] = build_latent_set(ClipsOf(data), len(data), vae, enc)
+        return encoded["set"]
+
+    monkeypatch.setattr(module, "latent_set_for", latent_set_for)
+    return encoded
+
+
+def logged_losses(run: Path, names) -> np.ndarray:
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return np.array([[m[k] for k in names] for m in logged if all(k in m for k in names)])
+
+
+def test_hunyuan_i2v_cache_reads_each_prompt_with_its_clips_first_frame(real_folder, cache_of):
+    """HunyuanVideo-I2V's Llava reads the prompt with the first frame: the cache stores, per clip, the caption
+    encoded with that clip's own first frame, exactly as uncached distillation's text encoder reads it.
+    Tolerance: embeddings are stored in float16 (atol 2e-3 on values ~1)."""
+    from PIL import Image
+
+    from magicdistill.models.families.real import RealPipeline
+
+    data = CachedClips(cache_of("hunyuan-i2v"))
+    assert data.has_clips and len(data) == 3 and data.manifest["encoders"]["family"] == "hunyuan"
+    rows = data.take(range(3))
+    enc = RealPipeline.from_dir(real_folder("hunyuan-i2v")).text_encoder()
+    frames = [Image.fromarray(rows.first_frames[i].permute(1, 2, 0).numpy()) for i in range(3)]
+    want = enc(rows.captions, images=frames)
+    torch.testing.assert_close(rows.text.tokens.float(), want.tokens.float(), atol=2e-3, rtol=0)
+    torch.testing.assert_close(rows.text.pooled.float(), want.pooled.float(), atol=2e-3, rtol=0)
+    assert torch.equal(rows.text.mask, want.mask.bool())
+    # the frame is in it: caption 0 read with clip 1's frame encodes otherwise
+    other = enc(rows.captions[:1], images=frames[1:2])
+    assert (other.tokens[0].float() - rows.text.tokens[0].float()).abs().max() > 1e-2
+    torch.testing.assert_close(data.null_text().tokens, enc([""]).tokens.float(), atol=2e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_distill_from_a_hunyuan_i2v_cache_matches_the_uncached_run(real_folder, cache_of, tmp_path, monkeypatch):
+    """`distill --data` on a HunyuanVideo-I2V cache runs without its text encoders to the same losses as the
+    uncached run (which encodes each caption with its first frame as it goes) on the same clips.
+    Tolerance: losses rtol 1e-3 (the uncached run's empty-prompt embedding is float32, the cache's float16)."""
+    from magicdistill.distill import trainer as distill_trainer
+
+    teacher = real_folder("hunyuan-i2v")
+    data = CachedClips(cache_of("hunyuan-i2v"))
+    loaded: list[str] = []
+    real_load = families_real.load_component
+    monkeypatch.setattr(families_real, "load_component",
+                        lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    args = ["--teacher", teacher, "--iters", 2, "--batch-size", 2]
+    result = run_cli("distill", *args, "--data", data.path, "--out", tmp_path / "cached")
+    assert result.exit_code == 0, result.output
+    assert "transformer" in loaded and not {"text_encoder", "text_encoder_2"} & set(loaded)
+    encoded = same_clips_uncached(monkeypatch, distill_trainer, data)
+    result = run_cli("distill", *args, "--out", tmp_path / "uncached", "--height", 32, "--width", 32, "--frames", 9)
+    assert result.exit_code == 0, result.output
+    assert "text_encoder" in loaded  # the uncached run encodes the captions itself
+    torch.testing.assert_close(encoded["set"].text.tokens, data.take(range(3)).text.tokens, atol=2e-3, rtol=0)
+    names = ("loss_fake", "loss_d")  # step 1 (logged every 10); the generator's DMD term starts later
+    cached, uncached = logged_losses(tmp_path / "cached", names), logged_losses(tmp_path / "uncached", names)
+    assert cached.shape == (1, 2) and (cached > 0).all()
+    np.testing.assert_allclose(cached, uncached, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_train_a_wan_folder_on_its_cache_matches_the_uncached_run(real_folder, cache_of, tmp_path, monkeypatch):
+    """`train --init-from FOLDER --data CACHE` fine-tunes the folder's transformer on the cached clips without
+    loading its text encoder, to the same per-step losses as the uncached run encoding the same clips itself.
+    Tolerance: rtol 1e-3 (the uncached run's empty-prompt embedding, used by text dropout, is float32, the
+    cache's float16)."""
+    from magicdistill.train import real_teacher_train
+
+    teacher = real_folder("wan-t2v")
+    data = CachedClips(cache_of("wan-t2v"))
+    loaded: list[str] = []
+    real_load = families_real.load_component
+    monkeypatch.setattr(families_real, "load_component",
+                        lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    args = ["--init-from", teacher, "--steps", 3, "--batch-size", 2, "--checkpoint-every", 100]
+    result = run_cli("train", *args, "--data", data.path, "--out", tmp_path / "cached")
+    assert result.exit_code == 0, result.output
+    assert "transformer" in loaded and "text_encoder" not in loaded
+    assert not (tmp_path / "cached" / "cache").exists()  # no synthetic clips were encoded
+    trained = read_model_folder(tmp_path / "cached" / "teacher")
+    assert (trained.video.height, trained.video.width, trained.video.frames) == (32, 32, 9)  # the cache's clips
+    same_clips_uncached(monkeypatch, real_teacher_train, data)
+    result = run_cli("train", *args, "--out", tmp_path / "uncached", "--height", 32, "--width", 32, "--frames", 9)
+    assert result.exit_code == 0, result.output
+    assert "text_encoder" in loaded
+    cached, uncached = logged_losses(tmp_path / "cached", ["loss"]), logged_losses(tmp_path / "uncached", ["loss"])
+    assert cached.shape == (3, 1) and (cached > 0).all()
+    np.testing.assert_allclose(cached, uncached, rtol=1e-3)
+    # and a cache's clip format is the run's: another size is refused
+    result = run_cli("train", *args, "--data", data.path, "--out", tmp_path / "other", "--height", 64)
+    assert result.exit_code == 2 and "are 32x32x9" in result.output and not (tmp_path / "other").exists()

@@ -25,7 +25,8 @@ def run_cache(teacher: Path, out: Path, *, videos: Path | None = None, prompts: 
     if shard_size < 1:
         raise ValueError(f"--shard-size {shard_size}: must be at least 1")
     real = is_real_folder(teacher)  # a Wan / HunyuanVideo diffusers folder: its own encoders (family_encoders.py)
-    meta = real_clip_format(teacher) if real else read_record(Path(teacher))
+    kind = "clips" if videos is not None else "prompts"
+    meta = real_clip_format(teacher, kind) if real else read_record(Path(teacher))
     if not meta:
         raise ValueError(f"--teacher {teacher}: no model folder (expected dit.json or model_index.json)")
     sources = list_sources(videos) if videos is not None else list_prompts(prompts)
@@ -40,16 +41,17 @@ def run_cache(teacher: Path, out: Path, *, videos: Path | None = None, prompts: 
         encoders = real_encoders(teacher, video=videos is not None, device=device, vae_tiling=vae_tiling)
     else:
         encoders = teacher_encoders(teacher, video=videos is not None, device=device)
-    return build_cache(sources, out, encoders, rule, kind="clips" if videos is not None else "prompts",
+    return build_cache(sources, out, encoders, rule, kind=kind,
                        shard_size=shard_size, teacher=str(Path(teacher).resolve()))
 
 
-def real_clip_format(teacher: Path) -> dict:
-    """A Wan / HunyuanVideo folder's default clip: its record's (a distilled generator), else the pipeline's."""
+def real_clip_format(teacher: Path, kind: str) -> dict:
+    """A Wan / HunyuanVideo folder's default clip: its record's (a distilled generator), else the pipeline's;
+    checked first that the folder can make a ``kind`` cache."""
     from ..models.folder import read_model_folder
     from .family_encoders import check_cacheable
 
     folder = read_model_folder(teacher)
-    check_cacheable(folder)
+    check_cacheable(folder, kind)
     v = folder.video
     return {"height": v.height, "width": v.width, "num_frames": v.frames, "fps": v.fps}

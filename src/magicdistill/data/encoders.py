@@ -2,7 +2,8 @@
 
 The cache needs two callables and a fingerprint of what they are:
   encode_video(frames (B, 3, T, H, W) in [-1, 1]) -> normalised latents (B, C, T', h, w)
-  encode_text(prompts) -> TextEmbedding (tokens, mask, pooled)
+  encode_text(prompts) -> TextEmbedding (tokens, mask, pooled); with ``text_needs_image`` (HunyuanVideo-I2V,
+  whose prompt embedding reads the first frame) also ``images=`` (PIL, each clip's first frame)
 ``teacher_encoders`` builds them from a magicdistill model folder (its VAE and its text encoder); a
 model family with other encoders supplies its own ``Encoders`` with the same fields.
 
@@ -27,11 +28,12 @@ FINGERPRINT_BYTES = 4 << 20  # read from each end of a weight file (hashing a 10
 @dataclass
 class Encoders:
     encode_video: Callable[[torch.Tensor], torch.Tensor] | None  # None: text only (a data-free cache)
-    encode_text: Callable[[list[str]], TextEmbedding]
+    encode_text: Callable[..., TextEmbedding]  # (prompts[, images=]) -> TextEmbedding
     temporal_ratio: int  # pixel frames per latent frame (after the first): num_frames must be 1 + ratio * k
     spatial_ratio: int
     latent_channels: int
     fingerprint: dict[str, str] = field(default_factory=dict)  # {"vae": ..., "text": ...}
+    text_needs_image: bool = False  # each prompt is read with its clip's first frame (no data-free cache for it)
 
 
 def file_fingerprint(path: Path) -> str:

@@ -5,7 +5,8 @@ Layout of a cache folder (docs/DATA.md):
   null_text.safetensors      the empty prompt's embedding (CFG's unconditional branch): no text encoder at train time
   shard_00000.safetensors    latents (N, C, T', h, w) float32, image_latents (N, C, 1, h, w), first_frames
                              (N, 3, H, W) uint8, tokens (N, L, D) float16, mask (N, L) uint8, pooled (N, D) float16
-                             (a prompts cache holds the text tensors only)
+                             (a prompts cache holds the text tensors only; a HunyuanVideo-I2V cache's tokens
+                             are each caption read together with its clip's first frame)
   shard_00000.json           the shard's commit record: its clips (source, caption) and the sources skipped
                              (with reason) since the previous shard
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -146,7 +148,9 @@ def _write_shard(out: Path, shard: int, pending: list, skipped: list[dict], enco
         tensors: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(pending), batch):
             part = pending[start:start + batch]
-            text = encoders.encode_text([s.caption for s, _ in part])
+            # HunyuanVideo-I2V: each caption with its own clip's first frame (as distillation encodes it uncached)
+            kw = {"images": [Image.fromarray(f[0]) for _, f in part]} if encoders.text_needs_image else {}
+            text = encoders.encode_text([s.caption for s, _ in part], **kw)
             for k, v in _text_tensors(text).items():
                 tensors.setdefault(k, []).append(v)
             if part[0][1] is not None:

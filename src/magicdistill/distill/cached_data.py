@@ -35,9 +35,8 @@ def open_cache_for_teacher(path: str | Path, meta: dict, vae_dir: Path) -> Cache
 def open_cache_for_real_teacher(path: str | Path, folder) -> CachedClips:
     """The cache, after checking it was encoded by this Wan / HunyuanVideo folder's own VAE and text encoders
     (data/family_encoders.py); a cache of another family names both."""
-    from ..data.family_encoders import check_cacheable, real_fingerprint
+    from ..data.family_encoders import real_fingerprint
 
-    check_cacheable(folder)
     data = CachedClips(path)
     family = data.manifest["encoders"].get("family", "tiny")
     if family != folder.family:

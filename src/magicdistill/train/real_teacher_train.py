@@ -12,7 +12,9 @@ continues exactly. Per family:
 
 - data: the synthetic portrait clips rendered at ``--height/--width/--frames`` and encoded with *this*
   folder's VAE and text encoder(s) (distill/real_teacher.py's path; HunyuanVideo-I2V reads each prompt with
-  its clip's first frame);
+  its clip's first frame); or ``--data CACHE``, the user's clips cached by ``magicdistill cache --teacher``
+  with this folder's own VAE and text encoders (checked as ``distill --data`` checks them), read lazily at the
+  cache's clip format, the text encoders then never loaded;
 - first frame: Wan I2V gets the pipeline's mask + VAE(image + zero frames) (and CLIP tokens when the model
   has them); HunyuanVideo-I2V the image latent in its concat channels;
 - text dropout (for CFG) as ``--config``'s ``text_dropout``, except for a guidance-embedded model
@@ -33,6 +35,8 @@ from tqdm import tqdm
 
 from ..atomic import atomic_folder
 from ..config import TeacherTrainConfig, torch_dtype
+from ..data.cache_reader import CachedClips
+from ..distill.cached_data import open_cache_for_real_teacher
 from ..distill.real_teacher import load_real_teacher
 from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_json, read_model_folder
@@ -42,49 +46,61 @@ from .teacher import latent_set_for, lr_lambda, train_step
 
 
 def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int | None, frames: int | None,
-                      task_given: bool) -> tuple[ModelFolder, TeacherTrainConfig]:
-    """The folder and the run's resolved config (its clip format, task and VAE are the folder's), checked
-    before anything loads."""
+                      task_given: bool) -> tuple[ModelFolder, TeacherTrainConfig, CachedClips | None]:
+    """The folder, the run's resolved config (its clip format, task and VAE are the folder's, or the cache's
+    format with ``--data``) and the opened cache, checked before anything loads."""
     folder = read_model_folder(cfg.init_from)
     if folder.layout == "tiny":
         raise ValueError(f"{cfg.init_from} is not a diffusers folder")
     if folder.record.get("quantization"):
         raise ValueError(f"--init-from {cfg.init_from} is int8-quantized: train its unquantized source")
-    if cfg.data_cache:
-        raise ValueError("--data: caches are encoded with the tiny default's VAE and text encoder; training a "
-                         f"{folder.pipeline} folder uses the synthetic clips (leave out --data)")
     if task_given and cfg.task != folder.task:
         hint = " (convert it first: magicdistill convert-i2v)" if folder.task == "t2v" else ""
         raise ValueError(f"--task {cfg.task}: {cfg.init_from} is a {folder.task} model ({folder.pipeline}){hint}")
-    h, w, n = video_size(folder, height, width, frames)
-    data = {**cfg.data.model_dump(), "height": h, "width": w, "num_frames": n, "fps": folder.video.fps}
+    cached = open_cache_for_real_teacher(cfg.data_cache, folder) if cfg.data_cache else None
+    if cached is None:
+        h, w, n = video_size(folder, height, width, frames)
+        fps = folder.video.fps
+    else:  # the clips are the cache's: its format is the run's
+        if not cached.has_clips:
+            raise ValueError(f"--data {cached.path} is a prompts-only cache; training a teacher needs clips")
+        rule = cached.rule
+        h, w, n, fps = rule["height"], rule["width"], rule["num_frames"], rule["fps"]
+        if (height or h, width or w, frames or n) != (h, w, n):
+            raise ValueError(f"--height/--width/--frames: the clips of --data {cached.path} are {h}x{w}x{n}; leave "
+                             "them out or cache again at that size")
+    data = {**cfg.data.model_dump(), "height": h, "width": w, "num_frames": n, "fps": fps}
     fields = {"task": folder.task, "data": data, "vae_dir": str(folder.component_path("vae"))}
     if read_json(folder.component_path("transformer") / "config.json").get("guidance_embeds"):
         fields["text_dropout"] = 0.0  # the scale is an input, no CFG pair: nothing to learn from dropped text
-    return folder, TeacherTrainConfig.strict_update(cfg, **fields)
+    return folder, TeacherTrainConfig.strict_update(cfg, **fields), cached
 
 
 @closes_runs
 def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool = False,
                        cache_dir: str | Path | None = None, overwrite: bool = False, height: int | None = None,
                        width: int | None = None, frames: int | None = None, task_given: bool = False) -> Path:
-    folder, cfg = real_train_config(cfg, height=height, width=width, frames=frames, task_given=task_given)
+    folder, cfg, cached = real_train_config(cfg, height=height, width=width, frames=frames, task_given=task_given)
     torch.manual_seed(cfg.seed)
     device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
     meta = {"height": cfg.data.height, "width": cfg.data.width, "num_frames": cfg.data.num_frames,
             "fps": cfg.data.fps}
     run = Run(out, cfg, resume=resume, may_change=("steps",), length_key="steps", overwrite=overwrite,
               identity={"model": str(folder.path.resolve())})
-    # 1. the folder's transformer(s), VAE and encoders
-    dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
+    # 1. the folder's transformer(s), VAE and encoders (with a cache, no text encoder: it holds the embeddings)
+    dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype, text=cached is None)
     if dit.guidance_embeds:  # trained at the scale the folder samples with
         dit.embedded_guidance = folder.sampler.guidance
-    # 2. data: the synthetic clips, encoded once with this folder's own VAE and text encoder(s)
-    null_text = enc([""])
-    cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-    data = latent_set_for(cfg.data, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
-    if data.latents.shape[1] != dit.latent_channels:
-        raise ValueError(f"{folder.path}: its VAE has {data.latents.shape[1]} latent channels, its transformer "
+    # 2. data: the synthetic clips, encoded once with this folder's own VAE and text encoder(s); or the cache
+    if cached is None:
+        null_text = enc([""])
+        cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
+        data = latent_set_for(cfg.data, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+        channels = data.latents.shape[1]
+    else:
+        null_text, data, channels = cached.null_text().to(device), cached, cached.latent_shape[0]
+    if channels != dit.latent_channels:
+        raise ValueError(f"{folder.path}: its VAE has {channels} latent channels, its transformer "
                          f"{dit.latent_channels}")
     # 3. what trains: every transformer weight (both experts of a two-expert folder)
     dit.requires_grad_(True).train()

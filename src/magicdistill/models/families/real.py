@@ -200,12 +200,23 @@ class FamilyTextEncoder:
 
     @torch.no_grad()
     def __call__(self, texts: list[str], images: list | None = None):
-        device = next(self.pipe.dit.parameters()).device
-        kw = {}
-        if self.needs_images:
-            from PIL import Image
+        return encode_prompts(self.pipe.family, self.pipe.pipe, self.pipe.dit, texts, images,
+                              max_tokens=self.max_tokens, size=(self.pipe.spec.height, self.pipe.spec.width),
+                              device=next(self.pipe.dit.parameters()).device)
 
-            black = Image.new("RGB", (self.pipe.spec.width, self.pipe.spec.height), 0)
-            kw["images"] = list(images) if images is not None else [black] * len(texts)
-        return self.pipe.family.encode_text(self.pipe.pipe, self.pipe.dit, list(texts),
-                                            max_sequence_length=self.max_tokens, device=device, **kw)
+
+@torch.no_grad()
+def encode_prompts(family: Family, pipe, dit, texts: list[str], images: list | None, *, max_tokens: int,
+                   size: tuple[int, int], device):
+    """Prompts -> TextEmbedding through the family's own encoder(s), shared by distillation's text encoder
+    (``FamilyTextEncoder``) and the cache's (data/family_encoders.py) so both give the same numbers. A family
+    that reads the prompt with the first frame (``text_needs_image``) gets ``images`` (PIL, one per prompt);
+    without them (the empty prompt of CFG / text dropout) a black image of ``size`` (H, W) stands in, as
+    diffusers' negative branch does. ``dit``: anything with ``is_i2v`` (the cache loads no transformer)."""
+    kw = {}
+    if family.text_needs_image(dit):
+        from PIL import Image
+
+        black = Image.new("RGB", (size[1], size[0]), 0)
+        kw["images"] = list(images) if images is not None else [black] * len(texts)
+    return family.encode_text(pipe, dit, list(texts), max_sequence_length=max_tokens, device=device, **kw)
