@@ -33,8 +33,9 @@ DIT = {"hidden_heads": 2, "head_dim": 16, "num_layers": 1, "num_single_layers": 
 
 def _cfg(**kw) -> TeacherTrainConfig:
     """4 steps of the tiny I2V teacher (condition dropout on: the dropped rows must be each process's own), a
-    checkpoint every 2; a learning rate high enough for the weights to move far beyond the tolerance."""
-    base = dict(steps=4, batch_size=2, num_clips=8, checkpoint_every=2, sample_every=100, warmup=1, lr=1e-3,
+    checkpoint every 2; a learning rate high enough for the weights to move far beyond the tolerance, all steps in
+    its warm-up (so a 2-step run has the learning rates of a 4-step run's first two steps)."""
+    base = dict(steps=4, batch_size=2, num_clips=8, checkpoint_every=2, sample_every=100, warmup=4, lr=1e-3,
                 text_dropout=0.5, image_dropout=0.5, vae_dir=str(SHIPPED_DIR / "vae"), dit=DIT)
     return TeacherTrainConfig(**{**base, **kw})
 
