@@ -14,9 +14,6 @@ import torch
 from torch import nn
 
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "blocks")  # Hunyuan (double, single), Wan
-# the expert of a two-expert model is picked by its batch's first sigma: each process would pick by its own rows
-TWO_EXPERTS = ("a two-expert model (Wan 2.2 A14B) runs in one process: under torchrun each process would run the "
-               "expert of its own rows' noise level; start it without torchrun")
 
 
 class Sharder:
@@ -35,8 +32,6 @@ class Sharder:
 
     def model(self, model: nn.Module) -> nn.Module:
         """A VideoDiT: per transformer block, then the transformer; the vision encoder on its own."""
-        if getattr(model, "transformer_2", None) is not None:
-            raise ValueError(TWO_EXPERTS)
         transformer = model.transformer
         for name in BLOCK_LISTS:
             for block in getattr(transformer, name, None) or []:

@@ -39,7 +39,6 @@ from ..config import TeacherTrainConfig, torch_dtype
 from ..distill.real_teacher import load_real_teacher
 from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_json, read_model_folder
-from ..models.parallelize import TWO_EXPERTS
 from .distributed import World
 from .ema import EMA
 from .run import Run, closes_runs, lr_schedule
@@ -85,8 +84,6 @@ def _train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: boo
                         world: World = World()) -> Path:
     folder, cfg = real_train_config(cfg, height=height, width=width, frames=frames, task_given=task_given)
     world.rows(cfg.batch_size)  # several processes: a batch they cannot split equally stops every one of them here
-    if world.distributed and folder.has_component("transformer_2"):  # before anything is written
-        raise ValueError(TWO_EXPERTS)
     torch.manual_seed(cfg.seed)
     device, dtype = world.device(cfg.device), torch_dtype(cfg.dtype)
     meta = {"height": cfg.data.height, "width": cfg.data.width, "num_frames": cfg.data.num_frames,
@@ -94,13 +91,9 @@ def _train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: boo
     run = Run(out, cfg, resume=resume, may_change=("steps",), length_key="steps", overwrite=overwrite,
               identity={"model": str(folder.path.resolve())}, world=world)
     # 1. the folder's transformer(s), VAE and encoders
-    def load(device, text: bool = True):
-        dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype, text=text)
-        if dit.guidance_embeds:  # trained at the scale the folder samples with
-            dit.embedded_guidance = folder.sampler.guidance
-        return dit, vae, enc, vae_dir
-
-    dit, vae, enc, vae_dir = load(device)
+    dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype)
+    if dit.guidance_embeds:  # trained at the scale the folder samples with
+        dit.embedded_guidance = folder.sampler.guidance
     # 2. data: the synthetic clips, encoded once with this folder's own VAE and text encoder(s)
     null_text = enc([""])
     cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
@@ -131,7 +124,8 @@ def _train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: boo
             run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
     # 4. the EMA weights, as a derived folder over the source (its sampler and encoders stay the source's)
     final = run.dir / "teacher"
-    teacher = plain_ema(ema, world, lambda: load("cpu", text=False)[0])  # several processes: a fresh copy on rank 0
+    # several processes: gathered into a fresh copy of the folder's transformer(s) on rank 0
+    teacher = plain_ema(ema, world, lambda: load_real_teacher(folder, meta, device="cpu", dtype=dtype, text=False)[0])
     if teacher is None:
         return final
     with atomic_folder(final) as tmp:

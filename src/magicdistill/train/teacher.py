@@ -89,10 +89,21 @@ def shard_teacher(dit: torch.nn.Module, ema: EMA, world: World, device: torch.de
     """Several processes: the trained model and its EMA copy sharded alike with FSDP2 (the EMA copy is made
     before: a sharded module is not copied), so each process holds 1/N of every weight, gradient, AdamW state
     and EMA, and the gradients are averaged over the processes."""
-    if world.distributed:
-        sharder = Sharder(device, world.size)
-        sharder.model(dit)
-        sharder.model(ema.shadow)
+    if not world.distributed:
+        return
+    sharder = Sharder(device, world.size)
+    sharder.model(dit)
+    sharder.model(ema.shadow)
+    check_sharded(dit)
+
+
+def check_sharded(model: torch.nn.Module) -> None:
+    """Every trained weight is a shard: one the sharder does not know of would train on this process's rows
+    alone (its gradient not averaged), and the processes would silently drift apart."""
+    whole = next((n for n, p in model.named_parameters() if p.requires_grad and not hasattr(p, "to_local")), None)
+    if whole is not None:
+        raise ValueError(f"{whole} of this model is not sharded over the processes: it does not train under torchrun "
+                         "yet; start it without torchrun")
 
 
 def plain_ema(ema: EMA, world: World, fresh):
