@@ -25,8 +25,8 @@ from magicdistill.config import TeacherTrainConfig
 from magicdistill.pipeline import SHIPPED_DIR
 from test_distributed import ENV, _ok
 
-LOSS_RTOL = 1e-5  # measured: <= 2e-7 (tiny), <= 1e-7 (Wan 2.1)
-WEIGHT_ATOL = 1e-5  # measured: <= 1.2e-7 (tiny), <= 6e-8 (Wan 2.1)
+LOSS_RTOL = 1e-5  # loss and grad norm; measured: <= 1.6e-7 (tiny), <= 1.1e-7 (Wan 2.1)
+WEIGHT_ATOL = 1e-5  # measured: <= 5e-7 (tiny), <= 1.7e-6 (Wan 2.1); training moved weights by > 1e-3
 DIT = {"hidden_heads": 2, "head_dim": 16, "num_layers": 1, "num_single_layers": 1, "rope_axes_dim": (4, 6, 6),
        "image_tokens": 4}
 
