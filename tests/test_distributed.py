@@ -187,7 +187,7 @@ def test_a_process_draws_the_noise_of_its_rows_of_the_global_batch(tiny_dit_cfg)
 
 
 def test_a_trainer_not_built_for_several_processes_refuses_torchrun(tmp_path, monkeypatch):
-    """`train` (and the other trainers) under torchrun would have every process write the whole run."""
+    """`train-vae` (and the other trainers not built for it) under torchrun would have every process write the whole run."""
     from magicdistill.train.run import Run
 
     monkeypatch.setenv("WORLD_SIZE", "2")

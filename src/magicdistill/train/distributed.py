@@ -9,7 +9,9 @@ slices, one per rank (``rows``), so N processes see exactly the clips and noise 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -61,6 +63,16 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block before the others (e.g. it encodes the clips into the cache, which they then
+        read instead of encoding the same clips N times into the same files)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank (e.g. whether its checks of the run folder passed)."""

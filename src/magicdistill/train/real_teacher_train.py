@@ -24,6 +24,9 @@ continues exactly. Per family:
 The result, ``OUT/teacher``, is a derived folder: the trained ``transformer/`` plus ``magicdistill.json``
 naming the source folder (relative path) for every other component, which ``generate`` samples and plain
 diffusers loads (``DiffusionPipeline.from_pretrained(base, transformer=...)``, or ``export``).
+
+Under ``torchrun`` the transformer and its EMA copy are sharded with FSDP2, each process training on its rows
+of every global batch (as the tiny teacher: docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from ..distill.cached_data import open_cache_for_real_teacher
 from ..distill.real_teacher import load_real_teacher
 from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_json, read_model_folder
+from .distributed import World
 from .ema import EMA
 from .run import Run, closes_runs, lr_schedule
-from .teacher import latent_set_for, lr_lambda, train_step
+from .teacher import latent_set_for, lr_lambda, plain_ema, shard_teacher, train_step
 
 
 def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int | None, frames: int | None,
@@ -76,17 +80,28 @@ def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int
     return folder, TeacherTrainConfig.strict_update(cfg, **fields), cached
 
 
+def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, **kwargs) -> Path:
+    """One process, or each of N started by ``torchrun`` (FSDP2 over them: docs/SCALING.md)."""
+    world = World.from_env(cfg.device)
+    try:
+        return _train_real_teacher(cfg, out, world=world, **kwargs)
+    finally:
+        world.close()
+
+
 @closes_runs
-def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool = False,
-                       cache_dir: str | Path | None = None, overwrite: bool = False, height: int | None = None,
-                       width: int | None = None, frames: int | None = None, task_given: bool = False) -> Path:
+def _train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool = False,
+                        cache_dir: str | Path | None = None, overwrite: bool = False, height: int | None = None,
+                        width: int | None = None, frames: int | None = None, task_given: bool = False,
+                        world: World = World()) -> Path:
     folder, cfg, cached = real_train_config(cfg, height=height, width=width, frames=frames, task_given=task_given)
+    world.rows(cfg.batch_size)  # several processes: a batch they cannot split equally stops every one of them here
     torch.manual_seed(cfg.seed)
-    device, dtype = torch.device(cfg.device), torch_dtype(cfg.dtype)
+    device, dtype = world.device(cfg.device), torch_dtype(cfg.dtype)
     meta = {"height": cfg.data.height, "width": cfg.data.width, "num_frames": cfg.data.num_frames,
             "fps": cfg.data.fps}
     run = Run(out, cfg, resume=resume, may_change=("steps",), length_key="steps", overwrite=overwrite,
-              identity={"model": str(folder.path.resolve())})
+              identity={"model": str(folder.path.resolve())}, world=world)
     # 1. the folder's transformer(s), VAE and encoders (with a cache, no text encoder: it holds the embeddings)
     dit, vae, enc, vae_dir = load_real_teacher(folder, meta, device=device, dtype=dtype, text=cached is None)
     if dit.guidance_embeds:  # trained at the scale the folder samples with
@@ -95,7 +110,8 @@ def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool
     if cached is None:
         null_text = enc([""])
         cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-        data = latent_set_for(cfg.data, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+        with world.main_first():  # rank 0 encodes the clips into the cache, the others read it
+            data = latent_set_for(cfg.data, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
         channels = data.latents.shape[1]
     else:
         null_text, data, channels = cached.null_text().to(device), cached, cached.latent_shape[0]
@@ -104,14 +120,19 @@ def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool
                          f"{dit.latent_channels}")
     # 3. what trains: every transformer weight (both experts of a two-expert folder)
     dit.requires_grad_(True).train()
+    n_params = sum(p.numel() for p in dit.parameters() if p.requires_grad)
     ema = EMA(dit, cfg.ema_decay)
+    shard_teacher(dit, ema, world, device)
     params = [p for p in dit.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
     sched = lr_schedule(opt, lr_lambda(cfg), start)
-    print(f"{folder.pipeline}: {sum(p.numel() for p in params) / 1e6:.2f} M trained parameters, {len(data)} "
-          f"training clips at {cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it")
+    if world.is_main:
+        print(f"{folder.pipeline}: {n_params / 1e6:.2f} M trained parameters, {len(data)} training clips at "
+              f"{cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}"
+              + (f", {world.size} processes" if world.distributed else ""))
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it",
+               disable=not world.is_main)
     for step in bar:
         loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -119,7 +140,11 @@ def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: bool
             run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
     # 4. the EMA weights, as a derived folder over the source (its sampler and encoders stay the source's)
     final = run.dir / "teacher"
+    # several processes: gathered into a fresh copy of the folder's transformer(s) on rank 0
+    teacher = plain_ema(ema, world, lambda: load_real_teacher(folder, meta, device="cpu", dtype=dtype, text=False)[0])
+    if teacher is None:
+        return final
     with atomic_folder(final) as tmp:
-        ema.shadow.save(tmp, method="train", steps_trained=cfg.steps, **meta)
+        teacher.save(tmp, method="train", steps_trained=cfg.steps, **meta)
     print(final)
     return final
