@@ -10,6 +10,10 @@ update from the teacher differs by 7.4e-5 of its norm and by <= 2.6e-6 on any we
 of near-zero gradients). The tests allow ``LOSS_RTOL`` on every logged loss, ``UPDATE_RTOL`` on the norm of the
 update and ``WEIGHT_ATOL`` on any weight, and check that training moved the weights by far more than that.
 Resumes in the same number of processes (the kill tests) are compared bit for bit.
+
+--mixed-precision bf16 and --checkpointing under FSDP2: with checkpointing a 2-process bf16 run is the one without
+(bit for bit), a 2-process bf16 run resumes bit for bit, and 2 processes follow 1 to bf16's precision (BF16_RTOL and
+BF16_LEARNT_RTOL: see test_two_processes_in_bf16_follow_one).
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_two_processes_match_one_with_a_full_generator_copy_on_a_real_folder(tmp
 @pytest.mark.slow
 def test_two_processes_in_bf16_with_checkpointing_follow_one_on_a_real_folder(tmp_path, real_folder):
     """--mixed-precision bf16 --checkpointing on Wan 2.1's blocks: within test_distributed's bf16 tolerances (see
-    test_two_processes_in_bf16_follow_one; measured here: MEASURED)."""
+    test_two_processes_in_bf16_follow_one; measured here: losses within 3.2e-3 relative, gradient norms 3.3e-4,
+    learnt adapters 0.06 (generator) and 0.013 (scores) of their norm, 3.4 % of the final weights differ)."""
     teacher = real_folder("wan-t2v")
     one, two = _both(tmp_path, teacher, _cfg(mixed_precision="bf16", checkpointing=True))
     _same_losses(one, two, BF16_RTOL)

@@ -286,6 +286,8 @@ class W2SMethod:
         """The EMA generator as a plain VideoDiT (to sample; ``models.lora.merged`` of it to save). A LoRA
         generator's is the backbone in the generator role with the EMA adapter swapped in meanwhile."""
         if isinstance(self.generator, LoRAGenerator):
+            if self.sharded:  # the real copy's last forward (--scores separate) had no backward: it may still be
+                reshard(self.backbone)  # gathered, and the EMA adapter is swapped into the shards
             with self.generator.model(self.ema.shadow) as model:
                 try:
                     yield model
