@@ -515,7 +515,7 @@ def test_a_two_process_bf16_run_resumes_exactly(work, bf16_two):
 def test_two_processes_match_one_with_separate_scores(work):
     """DMD2 as published (--scores separate: a frozen real copy, a fully trained fake copy, here with a LoRA
     generator on the real copy): both copies sharded, 2 processes give 1's losses, generator and fake copy. The fake
-    copy's gradient norm sums every weight's gradient: 1.1e-5 relative apart at step 4 (measured; the losses 1e-6),
+    copy's gradient norm sums every weight's gradient: 1.1e-5 relative apart at step 4 (measured),
     so this test allows 5e-5 on the logged numbers (measured otherwise: weights 2.0e-6, the update's norm 1.1e-4,
     the fake copy 2.3e-6)."""
     cfg = _cfg(method="dmd", scores="separate")
