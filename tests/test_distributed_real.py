@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import load_file
 
 from real_fixtures import FRAMES, HEIGHT, WIDTH
-from test_distributed import (FULL_WEIGHT_ATOL, LOSS_RTOL, UPDATE_RTOL, WEIGHT_ATOL, _cfg, _distill, _ok, _same_losses,
-                              _same_weights, _teacher_weights, _weights)
+from test_distributed import (BF16_LEARNT_RTOL, BF16_RTOL, FULL_WEIGHT_ATOL, LOSS_RTOL, UPDATE_RTOL, WEIGHT_ATOL, _cfg,
+                              _distill, _learnt_difference, _ok, _same_losses, _same_weights, _teacher_weights,
+                              _trained_state, _weights)
 
 
 def test_the_blocks_of_diffusers_transformers_are_the_fsdp_units(tmp_path):
@@ -148,3 +149,19 @@ def test_kill_9_mid_run_on_a_real_folder_then_resume_is_bit_exact(wan):
     _ok(_run(run, wan.work / "cache", wan.teacher, _cfg(), resume=True))
     _same_losses(wan.one, run, 0)
     _same_weights(wan.one, run, 0, teacher=wan.teacher)
+
+
+@pytest.mark.slow
+def test_two_processes_in_bf16_with_checkpointing_follow_one_on_a_real_folder(tmp_path, real_folder):
+    """--mixed-precision bf16 --checkpointing on Wan 2.1's blocks: within test_distributed's bf16 tolerances (see
+    test_two_processes_in_bf16_follow_one; measured here: losses within 3.2e-3 relative, gradient norms 3.3e-4,
+    learnt adapters 0.06 (generator) and 0.013 (scores) of their norm, 3.4 % of the final weights differ)."""
+    teacher = real_folder("wan-t2v")
+    one, two = _both(tmp_path, teacher, _cfg(mixed_precision="bf16", checkpointing=True))
+    _same_losses(one, two, BF16_RTOL)
+    wa, wb = _weights(one), _weights(two)
+    assert all(w.dtype == torch.bfloat16 for w in (*wa.values(), *wb.values()))
+    assert sum((wa[k] != wb[k]).sum().item() for k in wa) <= 0.05 * sum(w.numel() for w in wa.values())
+    ma, mb = _trained_state(one), _trained_state(two)
+    for name in ("generator", "lora"):
+        assert _learnt_difference(ma[name], mb[name]) <= BF16_LEARNT_RTOL, name

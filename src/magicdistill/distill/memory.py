@@ -42,27 +42,47 @@ def enable_checkpointing(transformer: torch.nn.Module, roles: AdapterRoles | Non
     transformer.enable_gradient_checkpointing(gradient_checkpointing_func=run_block)
 
 
-def apply_memory_options(method) -> None:
-    """For a W2SMethod: checkpoint every transformer that trains or passes gradients, and under bf16
-    mixed precision store the frozen backbone in bf16 (what trains stays float32)."""
-    cfg = method.cfg
-    roles = getattr(method.scores, "roles", None)
-    transformers = [(t, roles) for t in experts(method.backbone).values()]  # every expert (Wan 2.2 A14B: two)
-    fake = getattr(method.scores, "fake", None)
+def apply_memory_options(cfg, scores, full: torch.nn.Module | None) -> None:
+    """For a W2SMethod, before it copies an EMA or shards anything: checkpoint every transformer that trains or
+    passes gradients, and under bf16 mixed precision store the frozen backbone in bf16 while everything that
+    trains (the scores' LoRA or fake copy, a LoRA generator's adapter, a full generator ``full``) keeps float32.
+
+    Several processes (FSDP2) keep exactly these semantics: ``fully_shard`` shards each tensor in the dtype it
+    is stored in, so the frozen backbone's shards are bf16 and the trained tensors' shards (their AdamW states
+    and EMA too) are float32 masters. A block's unit then holds bf16 frozen weights beside float32 LoRA
+    weights; FSDP2 gathers such a unit in one byte-level all-gather, and only the trained tensors, all
+    float32, need one dtype for the gradients' reduce-scatter (float32, as in one process). Rejected
+    alternatives: FSDP2's ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` would keep float32
+    shards of the frozen backbone (twice its bf16 memory) and hand norms and biases to autocast in bf16,
+    which one process runs in float32; a unit of its own per adapted Linear's adapter would add two small
+    collectives per adapter and layer for no numerical gain. Checkpointing composes with ``fully_shard`` as
+    it is: each block's recomputation runs inside the backward pass of the block's FSDP unit, whose weights
+    are gathered then (its pre-forward hook sees the recomputation and gathers only what is not gathered)."""
+    roles = getattr(scores, "roles", None)
+    transformers = [(t, roles) for t in experts(scores.backbone).values()]  # every expert (Wan 2.2 A14B: two)
+    fake = getattr(scores, "fake", None)
     if fake is not None:
         transformers += [(t, None) for t in experts(fake).values()]
-    if isinstance(method.generator, torch.nn.Module):  # a full generator copy
-        transformers += [(t, None) for t in experts(method.generator).values()]
+    if full is not None:
+        transformers += [(t, None) for t in experts(full).values()]
     if cfg.checkpointing:
         for t, roles in transformers:
             enable_checkpointing(t, roles)
     if cfg.mixed_precision == "bf16":
-        for name, p in method.backbone.named_parameters():
-            if ".lora_" not in name:  # the frozen weights; every adapter trains (or is a LoRA generator)
-                p.data = p.data.to(torch.bfloat16)
-        trainable = [p for p in method.fake_params] + list(method.generator.parameters())
-        for p in trainable:
-            p.data = p.data.float()
+        store_for_mixed_precision(scores, full)
+
+
+def store_for_mixed_precision(scores, full: torch.nn.Module | None = None) -> None:
+    """The frozen backbone in bf16; the scores' LoRA or fake copy, a LoRA generator's adapter and a full
+    generator in float32."""
+    for name, p in scores.backbone.named_parameters():
+        if ".lora_" not in name:  # the frozen weights; every adapter trains (or is a LoRA generator)
+            p.data = p.data.to(torch.bfloat16)
+    generator_lora = getattr(scores, "generator_lora", None)
+    trainable = scores.parameters() + (generator_lora.parameters() if generator_lora is not None else []) + \
+        (list(full.parameters()) if full is not None else [])
+    for p in trainable:
+        p.data = p.data.float()
 
 
 def autocast(cfg, device: torch.device | str):

@@ -35,7 +35,7 @@ from ..video import tensor_to_frames, write_mp4
 from .cached_data import (check_teacher_fits, config_for_data, open_cache_for_real_teacher, open_cache_for_teacher,
                           with_cache_format)
 from .cfg_distill import CFGDistillMethod
-from .memory import autocast
+from .memory import autocast, store_for_mixed_precision
 from .lcm import LCMMethod
 from .real_teacher import load_real_teacher, real_teacher_record, wan_feature_layers
 from .scores import LoRAGenerator, build_scores
@@ -228,7 +228,10 @@ def plain_generator(teacher: VideoDiT, cfg: DistillConfig, ema_state: dict[str, 
         teacher.load_state_dict(ema_state)
         yield teacher
         return
-    generator = LoRAGenerator(build_scores(teacher, cfg))
+    scores = build_scores(teacher, cfg)
+    if cfg.mixed_precision == "bf16":  # the adapter merges into a bf16 backbone, as in one process
+        store_for_mixed_precision(scores)
+    generator = LoRAGenerator(scores)
     generator.weights.load_state_dict(ema_state)
     with generator.model() as model:
         yield model

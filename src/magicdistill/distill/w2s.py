@@ -98,14 +98,14 @@ class W2SMethod:
         full = copy.deepcopy(teacher).train().requires_grad_(True) if cfg.generator == "full" else None
         # the scores: by default the teacher itself, frozen, with one LoRA (+ the LoRA generator's adapter)
         self.scores = build_scores(teacher, cfg)
+        # checkpointing, bf16 frozen backbone (docs/SCALING.md): before the EMA copy and the sharding, which keep
+        # each tensor's dtype
+        apply_memory_options(cfg, self.scores, full)
         self.rows = rows
         self.sharded = sharder is not None
         # a full generator's EMA is copied before sharding and sharded like it (a sharded module is not copied)
         ema_full = EMA(full, cfg.ema_decay) if full is not None and sharder is not None else None
         if sharder is not None:
-            if cfg.mixed_precision != "no" or cfg.checkpointing:  # not yet checked under FSDP2
-                raise ValueError("--mixed-precision bf16 and --checkpointing are not supported in a multi-process run "
-                                 "yet (run them in one process, or drop them under torchrun)")
             for model in (self.scores.backbone, getattr(self.scores, "fake", None), full,
                           ema_full.shadow if ema_full else None):
                 if model is not None:
@@ -128,7 +128,6 @@ class W2SMethod:
         self.opt_fake = torch.optim.AdamW([{"params": self.scores.parameters()},
                                            {"params": list(self.head.parameters()), "lr": cfg.lr_disc}],
                                           lr=cfg.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
-        apply_memory_options(self)  # checkpointing, bf16 frozen backbone (docs/SCALING.md)
 
     # --- schedule (owned by the method) ----------------------------------------------------------
     def generator_turn(self, it: int) -> bool:
@@ -287,6 +286,8 @@ class W2SMethod:
         """The EMA generator as a plain VideoDiT (to sample; ``models.lora.merged`` of it to save). A LoRA
         generator's is the backbone in the generator role with the EMA adapter swapped in meanwhile."""
         if isinstance(self.generator, LoRAGenerator):
+            if self.sharded:  # the real copy's last forward (--scores separate) had no backward: it may still be
+                reshard(self.backbone)  # gathered, and the EMA adapter is swapped into the shards
             with self.generator.model(self.ema.shadow) as model:
                 try:
                     yield model
