@@ -17,16 +17,14 @@ step) and saves as a plain transformer of the teacher's class. A guidance-embedd
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ..config import DistillConfig
 from ..flow import add_noise, sample_training_sigma
 from ..models.dit import VideoDiT
 from ..sampling import guided_velocity
-from ..train.ema import EMA
 from . import losses
+from .student_copy import StudentCopyMethod
 from .w2s import DistillBatch, with_teacher_guidance
 
 
@@ -56,20 +54,19 @@ def takes_guidance_input(dit) -> bool:
     return family is None or family.name == "hunyuan"
 
 
-class CFGDistillMethod:
-    def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
+class CFGDistillMethod(StudentCopyMethod):
+    def __init__(self, teacher: VideoDiT, cfg: DistillConfig, *, sharder=None, rows: slice | None = None):
         if cfg.cfg_min > cfg.cfg_max:
             raise ValueError(f"cfg_min ({cfg.cfg_min}) must not exceed cfg_max ({cfg.cfg_max})")
         if getattr(teacher, "guidance_embeds", False):
             raise ValueError("the teacher is guidance-distilled already (its scale is an input): no CFG pair to distil")
-        self.cfg = cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
-        self.teacher = teacher.eval().requires_grad_(False)
         # no guidance input possible: distil the teacher's CFG at its own scale (module docstring)
-        self.fixed_guidance = None if takes_guidance_input(teacher) else float(cfg.real_guidance)
-        student = copy.deepcopy(teacher)
-        self.generator = (student if self.fixed_guidance is not None else add_guidance_input(student)).train().requires_grad_(True)
-        self.ema = EMA(self.generator, cfg.ema_decay)
-        self.opt = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, weight_decay=0.0)
+        self.fixed_guidance = None if takes_guidance_input(teacher) else \
+            float(with_teacher_guidance(cfg, getattr(teacher, "meta", {})).real_guidance)
+        super().__init__(teacher, cfg, sharder=sharder, rows=rows)
+
+    def student_of(self, model: VideoDiT) -> VideoDiT:
+        return model if self.fixed_guidance is not None else add_guidance_input(model)
 
     def step(self, batch: DistillBatch, it: int, g: torch.Generator) -> dict[str, float]:
         cfg, device = self.cfg, batch.x_gt.device
@@ -78,35 +75,27 @@ class CFGDistillMethod:
             cond, uncond = self.teacher.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
         s_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
         # L_cfg at a random guidance scale (or the fixed one)
-        w = (torch.rand(b, generator=g) * (cfg.cfg_max - cfg.cfg_min) + cfg.cfg_min).to(device)
+        w = (self._draw(torch.rand, (b,), g) * (cfg.cfg_max - cfg.cfg_min) + cfg.cfg_min).to(device)
         if self.fixed_guidance is not None:
             w = torch.full((b,), self.fixed_guidance, device=device)
-        sigma = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
-        eps = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        sigma = self._sigma(b, g).to(device)
+        eps = self._draw(torch.randn, tuple(batch.x_gt.shape), g).to(device)
         x_t = add_noise(batch.x_gt, eps, sigma)
         with torch.no_grad():
             v_hat = guided_velocity(self.teacher, x_t, sigma, cond, uncond, w)
+        self._reshard(self.teacher)
         loss_cfg = losses.cfg_distill_loss(self.generator(x_t, sigma, s_cond, guidance=w), v_hat)
         if self.fixed_guidance is not None:
             return self._update(cfg.lambda_cfg * loss_cfg, {"loss_cfg": loss_cfg.item()})
         # L_base at w = 1
-        sigma2 = sample_training_sigma(b, generator=g, shift=cfg.shift).to(device)
-        eps2 = torch.randn(batch.x_gt.shape, generator=g).to(device)
+        sigma2 = self._sigma(b, g).to(device)
+        eps2 = self._draw(torch.randn, tuple(batch.x_gt.shape), g).to(device)
         v_base = self.generator(add_noise(batch.x_gt, eps2, sigma2), sigma2, s_cond, guidance=torch.ones(b, device=device))
         loss_base = losses.flow_matching_loss(v_base, batch.x_gt, eps2)
         return self._update(cfg.lambda_cfg * loss_cfg + loss_base,
                             {"loss_cfg": loss_cfg.item(), "loss_base": loss_base.item()})
 
-    def _update(self, loss: torch.Tensor, metrics: dict[str, float]) -> dict[str, float]:
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), self.cfg.grad_clip).item()
-        self.opt.step()
-        self.ema.update(self.generator)
-        return {**metrics, "grad_norm_generator": gnorm}
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "ema": self.ema.shadow}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt}
+    def _sigma(self, b: int, g: torch.Generator) -> torch.Tensor:
+        """Training sigmas (logit-normal, shifted) for this process's rows."""
+        return self._draw(lambda shape, generator: sample_training_sigma(shape[0], generator=generator,
+                                                                         shift=self.cfg.shift), (b,), g)

@@ -10,51 +10,38 @@ with the EMA student as the target network. Sampling is multistep consistency sa
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ..config import DistillConfig
 from ..flow import add_noise, euler_step, sigma_schedule, x0_from_v
 from ..models.dit import VideoDiT
 from ..sampling import guided_velocity
-from ..train.ema import EMA
 from . import losses
-from .w2s import DistillBatch, keep_first_frame, with_teacher_guidance
+from .student_copy import StudentCopyMethod
+from .w2s import DistillBatch, keep_first_frame
 
 
-class LCMMethod:
-    def __init__(self, teacher: VideoDiT, cfg: DistillConfig):
-        self.cfg = with_teacher_guidance(cfg, getattr(teacher, "meta", {}))
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.generator = copy.deepcopy(teacher).train().requires_grad_(True)
-        self.ema = EMA(self.generator, cfg.ema_decay)  # also the consistency target network
+class LCMMethod(StudentCopyMethod):
+    """The student is also the consistency function; its EMA is the target network."""
+
+    def __init__(self, teacher: VideoDiT, cfg: DistillConfig, *, sharder=None, rows: slice | None = None):
+        super().__init__(teacher, cfg, sharder=sharder, rows=rows)
         self.grid = sigma_schedule(cfg.lcm_teacher_steps, cfg.shift)
-        self.opt = torch.optim.AdamW(self.generator.parameters(), lr=cfg.lr_generator, weight_decay=0.0)
 
     def step(self, batch: DistillBatch, it: int, g: torch.Generator) -> dict[str, float]:
         cfg, device = self.cfg, batch.x_gt.device
         b = batch.x_gt.shape[0]
-        n = torch.randint(cfg.lcm_teacher_steps, (b,), generator=g)
+        n = self._draw(lambda shape, generator: torch.randint(cfg.lcm_teacher_steps, shape, generator=generator),
+                       (b,), g)
         s_hi, s_lo = self.grid[n].to(device), self.grid[n + 1].to(device)
-        x_hi = add_noise(batch.x_gt, torch.randn(batch.x_gt.shape, generator=g).to(device), s_hi)
+        x_hi = add_noise(batch.x_gt, self._draw(torch.randn, tuple(batch.x_gt.shape), g).to(device), s_hi)
         with torch.no_grad():
             cond, uncond = self.teacher.conditions(batch.text, batch.null_text, batch.image, batch.image_latent)
             x_lo = euler_step(x_hi, guided_velocity(self.teacher, x_hi, s_hi, cond, uncond, cfg.lcm_guidance), s_hi, s_lo)
             t_cond = self.ema.shadow.condition(batch.text, batch.image, batch.image_latent)
             target = keep_first_frame(x0_from_v(x_lo, self.ema.shadow(x_lo, s_lo, t_cond), s_lo), batch.image_latent)
+        self._reshard(self.teacher, self.ema.shadow)
         s_cond = self.generator.condition(batch.text, batch.image, batch.image_latent)
         pred = keep_first_frame(x0_from_v(x_hi, self.generator(x_hi, s_hi, s_cond), s_hi), batch.image_latent)
         loss = losses.consistency_loss(pred, target)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.grad_clip).item()
-        self.opt.step()
-        self.ema.update(self.generator)
-        return {"loss_lcm": loss.item(), "grad_norm_generator": gnorm}
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "ema": self.ema.shadow}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt}
+        return self._update(loss, {"loss_lcm": loss.item()})

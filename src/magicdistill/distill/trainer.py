@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +37,7 @@ from .cached_data import (check_teacher_fits, config_for_data, open_cache_for_re
 from .cfg_distill import CFGDistillMethod
 from .memory import autocast, store_for_mixed_precision
 from .lcm import LCMMethod
+from .student_copy import StudentCopyMethod
 from .real_teacher import load_real_teacher, real_teacher_record, wan_feature_layers
 from .scores import LoRAGenerator, build_scores
 from .telemetry import pixel_drift
@@ -54,19 +55,12 @@ def make_batch(data: LatentSet, idx: torch.Tensor, null_text: TextEmbedding, dev
                         image, image_latent, has_clips)
 
 
-def build_method(teacher: VideoDiT, cfg: DistillConfig):
-    if cfg.method in ("w2s", "dmd"):
-        return W2SMethod(teacher, cfg)
-    if cfg.method == "lcm":
-        return LCMMethod(teacher, cfg)
-    if cfg.method == "cfg":
-        return CFGDistillMethod(teacher, cfg)
-    raise ValueError(f"unknown method {cfg.method!r}")
-
-
-def ema_generator(method) -> AbstractContextManager[VideoDiT]:
-    """The EMA generator as a VideoDiT (W2S with a LoRA generator swaps its EMA adapter in place)."""
-    return method.ema_generator() if isinstance(method, W2SMethod) else nullcontext(method.ema.shadow)
+def build_method(teacher: VideoDiT, cfg: DistillConfig, *, sharder: Sharder | None = None, rows: slice | None = None):
+    """``sharder``/``rows``: a multi-process run's sharding and this process's rows of the global batch."""
+    methods = {"w2s": W2SMethod, "dmd": W2SMethod, "lcm": LCMMethod, "cfg": CFGDistillMethod}
+    if cfg.method not in methods:
+        raise ValueError(f"unknown method {cfg.method!r}")
+    return methods[cfg.method](teacher, cfg, sharder=sharder, rows=rows)
 
 
 def sampler_record(cfg: DistillConfig) -> dict:
@@ -111,12 +105,7 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
     if (cfg.checkpointing or cfg.mixed_precision != "no") and cfg.method not in ("w2s", "dmd"):
         raise ValueError(f"checkpointing and mixed precision apply to --method w2s or dmd, not {cfg.method}")
     cfg = with_teacher_guidance(cfg, meta)  # resolved here so config.json records the value used
-    rows = None
-    if world.distributed:
-        if cfg.method not in ("w2s", "dmd"):
-            raise ValueError(f"--method {cfg.method} runs in one process; several processes (torchrun) distil "
-                             "with --method w2s or dmd")
-        rows = world.rows(cfg.batch_size)
+    rows = world.rows(cfg.batch_size) if world.distributed and cfg.method != "euler" else None
     cached = None
     if cfg.data_cache and cfg.method != "euler":  # a user's cache folder (docs/DATA.md) instead of the synthetic clips
         cached = open_cache_for_real_teacher(cfg.data_cache, folder) if real else \
@@ -147,9 +136,11 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
         meta = with_absolute_vae(meta, vae_dir)  # the generator's folder is not the teacher's
     if cfg.method == "euler":  # the N-step teacher itself: nothing to train, only the sampler changes
         final = run.dir / "generator"
-        with atomic_folder(final) as tmp:  # a finished run's generator/ is replaced whole or not at all
-            teacher.save(tmp, **{**meta, "method": "euler", "sampler": sampler})
-        print(final)
+        if world.is_main:  # several processes: rank 0 writes, the others wait for it
+            with atomic_folder(final) as tmp:  # a finished run's generator/ is replaced whole or not at all
+                teacher.save(tmp, **{**meta, "method": "euler", "sampler": sampler})
+            print(final)
+        world.barrier()
         return final
     if not real:
         vae = load_vae(vae_dir, dtype=dtype, device=device)
@@ -171,10 +162,8 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
         data, test = cached, cached.take(range(min(2, len(cached))))  # samples show the first clips (or prompts)
     has_clips = cached is None or cached.has_clips
     # 2. method
-    if world.distributed:  # every model sharded over the processes, each a slice of the global batch
-        method = W2SMethod(teacher, cfg, sharder=Sharder(device, world.size), rows=rows)
-    else:
-        method = build_method(teacher, cfg)
+    # several processes: every model sharded over them, each a slice of the global batch
+    method = build_method(teacher, cfg, sharder=Sharder(device, world.size) if world.distributed else None, rows=rows)
     if getattr(method, "fixed_guidance", None) is not None:  # CFG distilled at one scale (Wan): no pair at sampling
         sampler["guidance"] = 1.0
     start = run.resume(method.modules(), method.optimizers()) if resume else 0
@@ -198,7 +187,7 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
         if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
             run.save(it + 1, method.modules(), method.optimizers())
         if (it + 1) % cfg.sample_every == 0 or it + 1 == cfg.iters:
-            with ema_generator(method) as generator:  # every process samples (sharded), rank 0 writes
+            with method.ema_generator() as generator:  # every process samples (sharded), rank 0 writes
                 _, drift = write_generator_samples(run, it + 1, generator, vae, test, null_text, cfg, meta,
                                                    has_clips=has_clips, sampler=sampler, write=world.is_main)
             run.log(it + 1, **drift)
@@ -209,11 +198,11 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
     if world.distributed:
         gathered = full_state(method.ema.shadow)  # every process sends its shards; rank 0 builds the model
         if world.is_main:
-            with plain_generator(load_teacher("cpu")[0], cfg, gathered) as generator, atomic_folder(final) as tmp:
+            with plain_generator(load_teacher("cpu")[0], cfg, gathered, method) as generator, atomic_folder(final) as tmp:
                 merged(generator).save(tmp, **record)
         world.barrier()
     else:
-        with ema_generator(method) as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
+        with method.ema_generator() as generator, atomic_folder(final) as tmp:  # written beside, then renamed in
             merged(generator).save(tmp, **record)
     if world.is_main:
         print(final)
@@ -221,9 +210,12 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
 
 
 @contextmanager
-def plain_generator(teacher: VideoDiT, cfg: DistillConfig, ema_state: dict[str, torch.Tensor]) -> Iterator[VideoDiT]:
+def plain_generator(teacher: VideoDiT, cfg: DistillConfig, ema_state: dict[str, torch.Tensor],
+                    method=None) -> Iterator[VideoDiT]:
     """The EMA generator as an unsharded VideoDiT on a fresh copy of the teacher, from its gathered state (a full
-    copy's weights, or the generator adapter's)."""
+    copy's weights, or the generator adapter's); LCM's and CFG's students take the student's form first."""
+    if isinstance(method, StudentCopyMethod):
+        teacher = method.student_of(teacher)
     if cfg.generator != "lora":
         teacher.load_state_dict(ema_state)
         yield teacher

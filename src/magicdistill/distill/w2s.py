@@ -30,6 +30,7 @@ from ..models.folder import model_sampler
 from ..models.parallelize import reshard
 from ..models.text import TextEmbedding
 from ..sampling import guided_velocity
+from ..train.distributed import draw_rows
 from ..train.ema import EMA
 from . import losses
 from .memory import apply_memory_options
@@ -155,12 +156,8 @@ class W2SMethod:
         return self.head(feats)
 
     def _draw(self, sample, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-        """``sample`` (torch.rand / torch.randn) for this process's rows: every process draws the whole global
-        batch's numbers from the same seeded generator and keeps its rows, so N processes train on exactly
-        the noise one process does."""
-        if self.rows is None:
-            return sample(shape, generator=g)
-        return sample((self.cfg.batch_size, *shape[1:]), generator=g)[self.rows]
+        """``sample`` (torch.rand / torch.randn) for this process's rows of the global batch."""
+        return draw_rows(sample, shape, g, self.rows, self.cfg.batch_size)
 
     def _fake_sigma(self, b: int, g: torch.Generator, device) -> torch.Tensor:
         u = self._draw(torch.rand, (b,), g) * (self.cfg.fake_sigma_max - self.cfg.fake_sigma_min) + self.cfg.fake_sigma_min

@@ -104,6 +104,15 @@ class World:
             dist.destroy_process_group()
 
 
+def draw_rows(sample, shape: tuple[int, ...], g: torch.Generator, rows: slice | None, batch_size: int) -> torch.Tensor:
+    """``sample(shape, generator=g)`` (torch.rand, torch.randn, ...) for this process's ``rows`` of a global batch of
+    ``batch_size``: every process draws the whole batch's numbers from the same seeded generator and keeps its rows,
+    so N processes train on exactly the noise one process does (``rows`` None: one process, all rows)."""
+    if rows is None:
+        return sample(shape, generator=g)
+    return sample((batch_size, *shape[1:]), generator=g)[rows]
+
+
 def all_finite(t: torch.Tensor) -> bool:
     """This rank's part of a (possibly sharded) tensor is finite."""
     local = t.to_local() if hasattr(t, "to_local") else t

@@ -68,8 +68,8 @@ class Run:
         self.world = world
         self._lock = None
         if not world.distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would write it all
-            raise ValueError("this command runs in one process; under torchrun only `distill` (--method w2s or dmd) "
-                             "and `train` run in several: start it without torchrun")
+            raise ValueError("this command runs in one process; under torchrun only `distill` and `train` run in "
+                             "several: start it without torchrun")
         if not world.is_main:
             refused = world.broadcast(None)
             if refused:
