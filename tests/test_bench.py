@@ -97,10 +97,12 @@ def _stand_in():
     """A deterministic metric function with the suite's signature, counting its calls."""
     calls = []
 
-    def evaluate(videos, reference, *, cond_images=None):
+    def evaluate(videos, reference, *, cond_images=None, teacher=None):
         calls.append(videos.shape[0])
+        # the distance to the teacher's videos: exact, so a test can recompute it from the saved teacher videos
+        own = {} if teacher is None else {"fvd_teacher": float((videos - teacher).abs().mean())}
         return {"average": float(videos.mean()), "fvd": None,
-                "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in"}
+                "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in", **own}
 
     return evaluate, calls
 
@@ -165,6 +167,13 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert ref["time_ratio"] == 1.0 and len(gen["time_ratios"]) == 2 and gen["time_ratio"] > 0
     assert gen["time_ratio"] == pytest.approx(statistics.median(gen["time_ratios"]))
     assert ref["cells"][0]["average"] != ref["cells"][1]["average"]  # the seeds draw different noise
+    # FVD vs teacher: the reference's videos are kept, one set per sampling seed, and every other row's cell is
+    # measured against the set of its own sampling seed (the stand-in's fvd_teacher: mean |video - teacher's|)
+    teacher = torch.load(tmp_path / "bench" / "teacher_videos_ti2v.pt")
+    assert teacher.shape[:3] == (2, 1, 3)
+    assert [float(teacher[k].mean()) for k in (0, 1)] == pytest.approx([c["average"] for c in ref["cells"]])
+    assert "fvd_teacher" not in ref["metrics"]
+    assert all(c["fvd_teacher"] > 0 for c in gen["cells"]) and gen["metrics"]["fvd_teacher"]["groups"] == 2
     assert ref["measured"]["commit"] and ref["measured"]["threads"] >= 1  # each row records where it was measured
     text = docs.read_text()
     # (the exact line depends on the checkout: a tracked file edited mid-test adds a second, "uncommitted" entry)
@@ -176,10 +185,12 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert (docs.parent / "plots" / "bench_iters_average.png").is_file()
     # resume: a finished unit is skipped; a deleted one is re-measured, without training again, to the same numbers
     (tmp_path / "bench" / "results" / f"{w2s[1].id}.json").unlink()
+    (tmp_path / "bench" / "teacher_videos_ti2v.pt").unlink()  # sampled again, to the same videos
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
     assert calls == [1] * 14 and len(distills) == 4
     again = json.loads((tmp_path / "bench" / "results" / f"{w2s[1].id}.json").read_text())
     assert [m["average"] for m in again["cells"]] == [m["average"] for m in gen["cells"]]
+    assert [m["fvd_teacher"] for m in again["cells"]] == [m["fvd_teacher"] for m in gen["cells"]]
     assert again["distill_seconds"] == gen["distill_seconds"] > 0  # the training time is kept with the snapshot
     assert "2 of 3 units were measured by an earlier invocation" in docs.read_text()
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)

@@ -127,13 +127,22 @@ class Plan:
     t2v: bool = False  # whether the T2V-vs-TI2V curve is in the plan (needs --t2v-teacher)
     reference: Unit = Unit("euler", 50)  # the CFG teacher every NFE and wall-time ratio is relative to
 
+    def teacher_references(self) -> dict[str, Unit]:
+        """teacher -> its sampler at the reference steps: the samples each of that teacher's rows is also measured
+        against (FVD vs teacher). The TI2V teacher's is ``reference``; another teacher's, where the plan has it."""
+        all_units = [self.reference, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha]
+        return {u.teacher: u for u in reversed(all_units)
+                if not u.trained and u.steps == self.reference.steps and u.teacher != self.reference.teacher} | {
+            self.reference.teacher: self.reference}
+
     def units(self) -> list[Unit]:
-        """Every distinct unit, in run order: the reference first (every ratio needs it), then the
-        curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial bench), then
-        Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each run
-        is trained once, continued from snapshot to snapshot."""
+        """Every distinct unit, in run order: the teachers' references first (every ratio and FVD vs teacher
+        needs them), then the curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial
+        bench), then Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each
+        run is trained once, continued from snapshot to snapshot."""
         groups: dict[str, list[Unit]] = {}
-        for u in [self.reference, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha]:
+        refs = [self.reference, *(u for u in self.teacher_references().values() if u != self.reference)]
+        for u in [*refs, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha]:
             group = groups.setdefault(u.run_id if u.trained else u.id, [])
             if u not in group:
                 group.append(u)
