@@ -21,8 +21,9 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_file, atomic_folder, write_text_atomic
-from ..config import DistillConfig
+from ..config import DISTILL_PRESETS, DistillConfig
 from ..demo import Sampler, held_out_clips
+from ..distill.telemetry import collapse_signal
 from ..distill.trainer import distill, sampler_record
 from ..distill.w2s import equivalent_dmd_guidance, with_teacher_guidance
 from ..models.dit import VideoDiT
@@ -158,6 +159,8 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
         if is_ref:  # before the result file: a resumed bench finds either both or resamples the videos
             save_teacher_videos(teacher_videos_file(out, unit.teacher), keep)
         res["distill_seconds"] = distill_seconds
+        if unit.trained:  # what the run's telemetry says about collapse, per distillation seed
+            res["collapse"] = [{"distill_seed": d, **run_collapse_signal(out, unit, d)} for d in dseeds]
         res["measured"] = provenance()
         write_json_atomic(path, res)
         results[unit.id] = res
@@ -183,16 +186,26 @@ def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: st
                    distill_seed: int | None = None, data_cache: str = "") -> DistillConfig:
     """The distillation config of a trained unit, distilled with ``distill_seed`` [default: settings.seed]
     (``data_cache``: the training split of a user's cache)."""
-    real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent
-    if unit.weff_alpha:
+    real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent or a multiple
+    if unit.weff_alpha or unit.real_cfg_x:
         w = with_teacher_guidance(DistillConfig(), read_record(teacher_dir)).real_guidance
-        real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha)
-    return DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
+        real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha) if unit.weff_alpha else unit.real_cfg_x * w
+    # the collapse regime's learning rates: the preset's (every other unit keeps distill's defaults)
+    lrs = {k: v for k, v in DISTILL_PRESETS[unit.lrs].items() if k.startswith("lr_")} if unit.lrs else {}
+    return DistillConfig(**lrs, method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
                          lambda_reg=unit.lambda_reg, real_guidance=real_guidance, num_clips=settings.num_clips,
                          seed=settings.seed if distill_seed is None else distill_seed, device=device,
                          ema_decay=settings.ema_decay, data_cache=data_cache,
                          # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
                          checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
+
+
+def run_collapse_signal(out: Path, unit: Unit, distill_seed: int) -> dict:
+    """telemetry.collapse_signal of the run's metrics.jsonl up to this snapshot's iteration (the run may have
+    been continued past it since)."""
+    f = run_folder(out, unit, distill_seed) / "metrics.jsonl"
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    return collapse_signal(rows, up_to=unit.iters)
 
 
 def run_folder(out: Path, unit: Unit, distill_seed: int) -> Path:
