@@ -35,6 +35,7 @@ def test_quick_plan_has_every_table_and_shares_units():
     w2s4 = [u.iters for u in units if u.run_id == Unit("w2s", 4).run_id]
     assert w2s4 == [4, 8, 16]  # one run, continued snapshot to snapshot
     assert "W2S 4-step (T2V)" in make_plan(QUICK, t2v=True).curves
+    assert make_plan(QUICK, t2v=True).units()[:2] == [Unit("euler", 50), Unit("euler", 50, teacher="t2v")]
     # every trained row is distilled with >= 2 seeds, in --quick (CI's bench) and in the full plan; the full plan
     # has >= 32 held-out clips and the 1/2/4-step regimes (Euler far from the teacher at 1 and 2 steps)
     assert QUICK.distill_seeds >= 2 and FULL.distill_seeds >= 2 and FULL.clips >= 32
@@ -102,11 +103,13 @@ def _stand_in():
 
     def evaluate(videos, reference, *, cond_images=None, teacher=None):
         calls.append(videos.shape[0])
+        evaluate.teachers.append(teacher)
         # the distance to the teacher's videos: exact, so a test can recompute it from the saved teacher videos
         own = {} if teacher is None else {"fvd_teacher": float((videos - teacher).abs().mean())}
         return {"average": float(videos.mean()), "fvd": None,
                 "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in", **own}
 
+    evaluate.teachers = []  # the teacher videos each call was given (None: none)
     return evaluate, calls
 
 
@@ -176,6 +179,10 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert teacher.shape[:3] == (2, 1, 3)
     assert [float(teacher[k].mean()) for k in (0, 1)] == pytest.approx([c["average"] for c in ref["cells"]])
     assert "fvd_teacher" not in ref["metrics"]
+    # each of the two trained units' cells (distillation seed 0 then 1, sampling seed 0 then 1) got the teacher's
+    # set of its own sampling seed; the reference's none
+    given = evaluate.teachers
+    assert given[:2] == [None, None] and all(torch.equal(g, teacher[k % 2]) for k, g in enumerate(given[2:10]))
     assert all(c["fvd_teacher"] > 0 for c in gen["cells"]) and gen["metrics"]["fvd_teacher"]["groups"] == 2
     # each trained row carries its runs' collapse signal (telemetry.collapse_signal), one entry per distillation seed
     assert [c["distill_seed"] for c in gen["collapse"]] == [0, 1] and "collapse" not in ref
@@ -219,13 +226,19 @@ def test_t2v_curve_distils_and_samples_a_text_to_video_teacher(tmp_path):
     s = Settings(iters=1, clips=1, clip_block=1, seeds=1, distill_seeds=1, num_clips=8, curve_iters=(1,),
                  distilled_steps=(1,), euler_steps=(2,), reference_steps=2)
     unit = Unit("w2s", 1, iters=1, teacher="t2v")
-    plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit]}, t2v=True,
-                reference=Unit("euler", 2))
+    own = Unit("euler", 2, teacher="t2v")  # the T2V teacher's reference: what the T2V row is measured against
+    plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit], "T2V teacher": [own]},
+                t2v=True, reference=Unit("euler", 2))
+    assert plan.units()[:2] == [Unit("euler", 2), own]  # both teachers' references before any row
     evaluate, calls = _stand_in()
     docs = tmp_path / "RESULTS.md"
     run_bench(tmp_path / "bench", s, teacher_dir=ti2v, t2v_teacher=t2v, docs=docs, evaluate=evaluate, plan=plan)
     row = json.loads((tmp_path / "bench" / "results" / f"{unit.id}.json").read_text())
-    assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1]
+    assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1, 1]
+    # FVD vs teacher of a T2V row: against the T2V teacher's samples, not the TI2V teacher's
+    t2v_videos = torch.load(tmp_path / "bench" / "teacher_videos_t2v.pt")
+    assert evaluate.teachers[:2] == [None, None] and torch.equal(evaluate.teachers[2], t2v_videos[0])
+    assert not torch.equal(t2v_videos, torch.load(tmp_path / "bench" / "teacher_videos_ti2v.pt"))
     gen = json.loads((tmp_path / "bench" / "runs" / f"{unit.run_id}-s0" / "snapshots" / "it1" / "dit.json").read_text())
     assert gen["task"] == "t2v"
     text = docs.read_text()
