@@ -26,12 +26,16 @@ def test_quick_plan_has_every_table_and_shares_units():
     assert not plan.t2v and len(plan.curves) == 2
     units = plan.units()
     # 6 Euler + 8 distilled + DMD2 at W2S's w_eff + 2 extra alphas + 2 earlier snapshots of each of the 2 curves
-    assert len(units) == len({u.id for u in units}) == 6 + 9 + 2 + 4
+    # + the collapse regime's DMD2 and W2S
+    assert len(units) == len({u.id for u in units}) == 6 + 9 + 2 + 4 + 2
+    assert [u.label for u in plan.collapse] == [f"{m} (paper lrs, real CFG 3× the teacher's) 4-step" for m in ("DMD2", "W2S")]
+    assert units[-2:] == plan.collapse
     assert "DMD2 (real CFG w_eff of alpha 0.25) 4-step" in labels
     assert units[0] == Unit("euler", 50)
     w2s4 = [u.iters for u in units if u.run_id == Unit("w2s", 4).run_id]
     assert w2s4 == [4, 8, 16]  # one run, continued snapshot to snapshot
     assert "W2S 4-step (T2V)" in make_plan(QUICK, t2v=True).curves
+    assert make_plan(QUICK, t2v=True).units()[:2] == [Unit("euler", 50), Unit("euler", 50, teacher="t2v")]
     # every trained row is distilled with >= 2 seeds, in --quick (CI's bench) and in the full plan; the full plan
     # has >= 32 held-out clips and the 1/2/4-step regimes (Euler far from the teacher at 1 and 2 steps)
     assert QUICK.distill_seeds >= 2 and FULL.distill_seeds >= 2 and FULL.clips >= 32
@@ -97,11 +101,15 @@ def _stand_in():
     """A deterministic metric function with the suite's signature, counting its calls."""
     calls = []
 
-    def evaluate(videos, reference, *, cond_images=None):
+    def evaluate(videos, reference, *, cond_images=None, teacher=None):
         calls.append(videos.shape[0])
+        evaluate.teachers.append(teacher)
+        # the distance to the teacher's videos: exact, so a test can recompute it from the saved teacher videos
+        own = {} if teacher is None else {"fvd_teacher": float((videos - teacher).abs().mean())}
         return {"average": float(videos.mean()), "fvd": None,
-                "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in"}
+                "motion": float((videos[:, :, 1:] - videos[:, :, :-1]).abs().mean()), "extractor": "stand-in", **own}
 
+    evaluate.teachers = []  # the teacher videos each call was given (None: none)
     return evaluate, calls
 
 
@@ -165,6 +173,21 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert ref["time_ratio"] == 1.0 and len(gen["time_ratios"]) == 2 and gen["time_ratio"] > 0
     assert gen["time_ratio"] == pytest.approx(statistics.median(gen["time_ratios"]))
     assert ref["cells"][0]["average"] != ref["cells"][1]["average"]  # the seeds draw different noise
+    # FVD vs teacher: the reference's videos are kept, one set per sampling seed, and every other row's cell is
+    # measured against the set of its own sampling seed (the stand-in's fvd_teacher: mean |video - teacher's|)
+    teacher = torch.load(tmp_path / "bench" / "teacher_videos_ti2v.pt")
+    assert teacher.shape[:3] == (2, 1, 3)
+    assert [float(teacher[k].mean()) for k in (0, 1)] == pytest.approx([c["average"] for c in ref["cells"]])
+    assert "fvd_teacher" not in ref["metrics"]
+    # each of the two trained units' cells (distillation seed 0 then 1, sampling seed 0 then 1) got the teacher's
+    # set of its own sampling seed; the reference's none
+    given = evaluate.teachers
+    assert given[:2] == [None, None] and all(torch.equal(g, teacher[k % 2]) for k, g in enumerate(given[2:10]))
+    assert all(c["fvd_teacher"] > 0 for c in gen["cells"]) and gen["metrics"]["fvd_teacher"]["groups"] == 2
+    # each trained row carries its runs' collapse signal (telemetry.collapse_signal), one entry per distillation seed
+    assert [c["distill_seed"] for c in gen["collapse"]] == [0, 1] and "collapse" not in ref
+    if real:  # a real run logs the latent signal from its first iteration and the pixel one at its last
+        assert all(c["motion_drift"] > 0 and c["saturation_ratio"] > 0 for c in gen["collapse"])
     assert ref["measured"]["commit"] and ref["measured"]["threads"] >= 1  # each row records where it was measured
     text = docs.read_text()
     # (the exact line depends on the checkout: a tracked file edited mid-test adds a second, "uncommitted" entry)
@@ -176,10 +199,12 @@ def test_micro_bench_end_to_end_and_resume(tmp_path, monkeypatch, real):
     assert (docs.parent / "plots" / "bench_iters_average.png").is_file()
     # resume: a finished unit is skipped; a deleted one is re-measured, without training again, to the same numbers
     (tmp_path / "bench" / "results" / f"{w2s[1].id}.json").unlink()
+    (tmp_path / "bench" / "teacher_videos_ti2v.pt").unlink()  # sampled again, to the same videos
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
     assert calls == [1] * 14 and len(distills) == 4
     again = json.loads((tmp_path / "bench" / "results" / f"{w2s[1].id}.json").read_text())
     assert [m["average"] for m in again["cells"]] == [m["average"] for m in gen["cells"]]
+    assert [m["fvd_teacher"] for m in again["cells"]] == [m["fvd_teacher"] for m in gen["cells"]]
     assert again["distill_seconds"] == gen["distill_seconds"] > 0  # the training time is kept with the snapshot
     assert "2 of 3 units were measured by an earlier invocation" in docs.read_text()
     run_bench(tmp_path / "bench", s, docs=docs, evaluate=evaluate, plan=plan)
@@ -201,13 +226,19 @@ def test_t2v_curve_distils_and_samples_a_text_to_video_teacher(tmp_path):
     s = Settings(iters=1, clips=1, clip_block=1, seeds=1, distill_seeds=1, num_clips=8, curve_iters=(1,),
                  distilled_steps=(1,), euler_steps=(2,), reference_steps=2)
     unit = Unit("w2s", 1, iters=1, teacher="t2v")
-    plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit]}, t2v=True,
-                reference=Unit("euler", 2))
+    own = Unit("euler", 2, teacher="t2v")  # the T2V teacher's reference: what the T2V row is measured against
+    plan = Plan(table1=[Unit("euler", 2)], alpha=[], curves={"W2S 1-step (T2V)": [unit], "T2V teacher": [own]},
+                t2v=True, reference=Unit("euler", 2))
+    assert plan.units()[:2] == [Unit("euler", 2), own]  # both teachers' references before any row
     evaluate, calls = _stand_in()
     docs = tmp_path / "RESULTS.md"
     run_bench(tmp_path / "bench", s, teacher_dir=ti2v, t2v_teacher=t2v, docs=docs, evaluate=evaluate, plan=plan)
     row = json.loads((tmp_path / "bench" / "results" / f"{unit.id}.json").read_text())
-    assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1]
+    assert unit.id.startswith("t2v-") and row["nfe"] == 1 and calls == [1, 1, 1]
+    # FVD vs teacher of a T2V row: against the T2V teacher's samples, not the TI2V teacher's
+    t2v_videos = torch.load(tmp_path / "bench" / "teacher_videos_t2v.pt")
+    assert evaluate.teachers[:2] == [None, None] and torch.equal(evaluate.teachers[2], t2v_videos[0])
+    assert not torch.equal(t2v_videos, torch.load(tmp_path / "bench" / "teacher_videos_ti2v.pt"))
     gen = json.loads((tmp_path / "bench" / "runs" / f"{unit.run_id}-s0" / "snapshots" / "it1" / "dit.json").read_text())
     assert gen["task"] == "t2v"
     text = docs.read_text()
@@ -331,6 +362,35 @@ def test_weff_row_distils_dmd2_with_the_first_order_equivalent_real_cfg(tmp_path
     assert equivalent_dmd_guidance(2.0, 0.0) == 2.0
 
 
+def test_collapse_units_distil_with_the_papers_lrs_and_a_high_real_cfg_and_leave_other_runs_unchanged(tmp_path):
+    from magicdistill.bench.plan import FULL, QUICK, Unit, make_plan
+    from magicdistill.bench.runner import distill_config
+    from magicdistill.config import DistillConfig
+
+    (tmp_path / "dit.json").write_text(json.dumps({"sampler": {"kind": "euler", "steps": 50, "guidance": 2.0,
+                                                                "shift": 5.0}}))
+    dmd, w2s = make_plan(FULL).collapse
+    default = DistillConfig()
+    for u, method in ((dmd, "dmd"), (w2s, "w2s")):
+        cfg = distill_config(u, FULL, tmp_path, "cpu")
+        assert cfg.method == method and cfg.real_guidance == pytest.approx(6.0) and cfg.iters == FULL.iters
+        assert (cfg.lr_generator, cfg.lr_fake, cfg.lr_disc) == (2e-6, 2e-6, 2e-6)
+        assert cfg.batch_size == default.batch_size  # only the learning rates are the preset's
+    assert dmd.run_id == "ti2v-dmd-4step-lrpaper-cfgx3" and w2s.run_id == "ti2v-w2s-4step-a0.25-reg0-lrpaper-cfgx3"
+    # every other unit keeps its run (the folder a bench resumes from) and distill's learning rates
+    plan = make_plan(FULL, t2v=True)
+    others = {u.run_id for u in plan.units() if u.trained and u not in plan.collapse}
+    assert others == {"ti2v-lcm-1step", "ti2v-lcm-2step", "ti2v-lcm-4step", "ti2v-dmd-1step", "ti2v-dmd-2step",
+                      "ti2v-dmd-4step", "ti2v-dmd-4step-weff0.25", "t2v-w2s-4step-a0.25-reg0",
+                      *(f"ti2v-w2s-{n}step-a0.25-reg{r}" for n in (1, 2, 4) for r in (0, 1)),
+                      *(f"ti2v-w2s-4step-a{a}-reg0" for a in (0.5, 0.75))}
+    quick = make_plan(QUICK)
+    for u in (u for u in quick.units() if u.trained and u not in quick.collapse):
+        cfg = distill_config(u, QUICK, tmp_path, "cpu")
+        assert (cfg.lr_generator, cfg.lr_fake, cfg.lr_disc) == (default.lr_generator, default.lr_fake, default.lr_disc)
+        assert cfg.real_guidance is None or u.weff_alpha
+
+
 def test_report_names_the_shipped_teacher_by_its_place_in_the_repository():
     from magicdistill.bench.report import _shown
     from magicdistill.pipeline import SHIPPED_DIR
@@ -373,3 +433,53 @@ def test_gap_share_and_findings_lead_with_measured_comparisons():
     assert any("Not decided at this sample size" in line and "W2S vs DMD2 at 1 step" in line and "RUN IT" in line
                for line in lines)
     assert any("Did not reproduce: W2S ahead of DMD2" in line for line in lines)
+
+
+def test_collapse_regime_table_findings_and_l_reg_motion_on_the_page(tmp_path):
+    from magicdistill.bench.findings import collapse_table, findings
+    from magicdistill.bench.plan import Plan, Settings, Unit
+    from magicdistill.bench.report import write_results
+
+    s = Settings(iters=2, clips=1, clip_block=1, seeds=1, curve_iters=(2,), euler_steps=(1, 50), distilled_steps=(1,))
+    ci = lambda m, h=0.01: {"mean": m, "half_width": h, "n": 2}  # noqa: E731
+    ref, w2s, reg = Unit("euler", 50), Unit("w2s", 1, iters=2), Unit("w2s", 1, lambda_reg=1.0, iters=2)
+    cdmd = Unit("dmd", 4, alpha_weak=0.0, iters=2, lrs="paper", real_cfg_x=3.0)
+    cw2s = Unit("w2s", 4, iters=2, lrs="paper", real_cfg_x=3.0)
+    plan = Plan(table1=[ref, w2s, reg], alpha=[], curves={}, reference=ref, collapse=[cdmd, cw2s])
+
+    def row(u, motion, fvd_teacher=None, collapse=None):
+        metrics = {"fvd": ci(100.0, 1.0), "motion_ratio": ci(motion), "average": ci(0.5)}
+        if fvd_teacher is not None:
+            metrics["fvd_teacher"] = ci(fvd_teacher, 1.0)
+        return {"id": u.id, "label": u.label, "nfe": 1, "seconds_per_video": 1.0, "metrics": metrics,
+                **({"collapse": collapse} if collapse else {})}
+
+    sig = lambda d, flagged, rms: {"distill_seed": d, "flagged_at": flagged, "motion_drift": 0.9,  # noqa: E731
+                                   "rms_drift": rms, "saturation_ratio": rms, "motion_ratio": 0.5}
+    results = {ref.id: row(ref, 1.1), w2s.id: row(w2s, 0.9, 20.0), reg.id: row(reg, 0.6, 30.0),
+               cdmd.id: row(cdmd, 0.3, 80.0, [sig(0, 40, 2.0), sig(1, 60, 2.2)]),
+               cw2s.id: row(cw2s, 0.8, 25.0, [sig(0, None, 1.0), sig(1, None, 1.1)])}
+    lines = findings(plan, results, s, "RUN IT")
+    assert any("L_reg and motion at 1 step**" in x and "0.6000 ± 0.0100 with L_reg vs 0.9000 ± 0.0100 without" in x
+               and "**reduces motion**" in x for x in lines)
+    collapse = next(x for x in lines if x.startswith("- **Collapse regime**"))
+    assert "flagged as collapsing in 2 of 2 distillation seeds, W2S's in 0 of 2" in collapse
+    assert "W2S collapsed in fewer runs" in collapse and "W2S 25.00 ± 1.00 vs DMD2 80.00 ± 1.00, W2S lower" in collapse
+    table = "\n".join(collapse_table(plan, results, s))
+    assert "| DMD2 (paper lrs, real CFG 3× the teacher's) 4-step | 100.0 ± 1.0 | 80.00 ± 1.00 | 0.5000 ± 0.0100 | " \
+           "0.3000 ± 0.0100 | 40 / 60 | 0.9000 ± 0.0000 | 2.100 ± 1.271 |" in table
+    assert "| W2S (paper lrs, real CFG 3× the teacher's) 4-step |" in table and "| none / none |" in table
+    # no DMD2 collapse: W2S's prevention is not tested, and said so; equal motion: L_reg's effect is undecided
+    for c in results[cdmd.id]["collapse"]:
+        c["flagged_at"] = None
+    results[reg.id]["metrics"]["motion_ratio"] = ci(0.9)
+    lines = findings(plan, results, s, "RUN IT")
+    assert any("**DMD2 did not collapse here**" in x for x in lines)
+    assert any("Not decided" in x and "L_reg's effect on motion at 1 step" in x for x in lines)
+    # the page: Table 1 has the FVD vs teacher and motion columns, the collapse section its table
+    text = write_results(tmp_path / "R.md", plan, results, s, command="c", teachers={"ti2v": tmp_path}, seconds=1.0,
+                         out=tmp_path).read_text()
+    header = next(x for x in text.splitlines() if x.startswith("| row | NFE |"))
+    assert "| FVD (per clip) ↓ | FVD vs teacher ↓ |" in header and "motion / reference's (1 = same)" in header
+    assert "| W2S 1-step | 1 | 1.00 | 1.00 |" in text and "| 20.00 ± 1.00 |" in text
+    assert "## Collapse regime (MagicDistillation Fig. 2)" in text and "| 80.00 ± 1.00 | 0.5000 ± 0.0100 | 0.3000 ± 0.0100 | none / none |" in text

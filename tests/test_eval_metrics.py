@@ -229,6 +229,20 @@ def test_suite_identity_keys_and_average(clips):
     assert worse["imaging_quality"] < 0.9 and worse["temporal_flickering"] < r["temporal_flickering"]
 
 
+def test_suite_distance_to_the_teacher_reuses_the_truths_formula(clips):
+    """teacher=: FVD and FID of the same videos against the teacher's samples, beside those against the truth."""
+    videos = clips[:8] + 0.2 * torch.randn(clips[:8].shape, generator=torch.Generator().manual_seed(0))
+    plain = evaluate_videos(videos, clips[:8], extractor=PixelStats())
+    assert "fvd_teacher" not in plain and "fid_teacher" not in plain
+    r = evaluate_videos(videos, clips[:8], extractor=PixelStats(), teacher=videos)
+    assert r["fvd_teacher"] == pytest.approx(0.0, abs=1e-6) and r["fid_teacher"] == pytest.approx(0.0, abs=1e-6)
+    assert r["fvd"] == plain["fvd"] > 1.0  # the truth's columns are unchanged by the teacher's
+    swapped = evaluate_videos(videos, clips[8:16], extractor=PixelStats(), teacher=clips[:8])
+    assert swapped["fvd_teacher"] == pytest.approx(plain["fvd"]) and swapped["fid_teacher"] == pytest.approx(plain["fid"])
+    with pytest.raises(ValueError, match="differ"):
+        evaluate_videos(videos, clips[:8], extractor=PixelStats(), teacher=clips[:8, :, :9])
+
+
 def test_suite_unpaired_single_video_and_bad_shapes(clips):
     r = evaluate_videos(clips[:1], clips[1:4], extractor=PixelStats())
     assert r["fvd"] is None and "perceptual" not in r and r["fid"] > 0  # FID: 17 frames are enough

@@ -33,3 +33,24 @@ def test_frozen_generator_shows_as_a_motion_ratio_near_zero():
     assert pixel_drift(truth, truth)["saturation_ratio"] == pytest.approx(1.0)
     lat = latent_drift(2 * truth, truth)
     assert lat["rms_ratio_latent"] == pytest.approx(2.0) and lat["motion_ratio_latent"] == pytest.approx(4.0)
+
+
+def test_collapse_signal_flags_the_first_iteration_that_drifts_from_the_start():
+    from magicdistill.distill.telemetry import collapse_signal
+
+    def row(step, motion, rms):
+        return {"step": step, "motion_ratio_latent": motion, "rms_ratio_latent": rms}
+
+    steady = [row(1, 0.3, 1.0), row(10, 0.28, 1.1), row(20, 0.31, 0.95),
+              {"step": 20, "motion_ratio": 0.4, "saturation_ratio": 1.02}]
+    s = collapse_signal(steady)
+    assert s["flagged_at"] is None and s["motion_drift"] == pytest.approx(0.31 / 0.3)
+    assert s["rms_drift"] == pytest.approx(0.95) and s["saturation_ratio"] == 1.02 and s["motion_ratio"] == 0.4
+    # motion below half of its start (0.14 < 0.15), or RMS 1.6x the start: flagged at that iteration
+    assert collapse_signal([*steady[:2], row(30, 0.14, 1.0)])["flagged_at"] == 30
+    assert collapse_signal([*steady[:2], row(30, 0.2, 1.6), row(40, 0.1, 3.0)])["flagged_at"] == 30
+    assert collapse_signal([*steady[:2], row(30, 0.3, 0.6)])["flagged_at"] == 30  # shrinking latents too
+    # up_to: a snapshot's signal ignores what the run logged after it
+    late = collapse_signal([*steady, row(40, 0.01, 1.0)], up_to=20)
+    assert late["flagged_at"] is None and late["motion_drift"] == pytest.approx(0.31 / 0.3)
+    assert collapse_signal([])["flagged_at"] is None and collapse_signal([])["saturation_ratio"] is None

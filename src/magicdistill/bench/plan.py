@@ -24,6 +24,10 @@ class Unit:
     # dmd only: the real score's CFG is W2S's first-order equivalent for this alpha_weak, w_eff = 1 + (w - 1) /
     # (1 - alpha), w the teacher's (docs/METHOD.md, "W2S and DMD2 to first order"); 0 = the teacher's w
     weff_alpha: float = 0.0
+    # the collapse regime (MagicDistillation Fig. 2): "paper" = the learning rates of `distill --preset paper`
+    # (config.DISTILL_PRESETS); real_cfg_x > 0 = the real score's CFG at that multiple of the teacher's own
+    lrs: str = ""
+    real_cfg_x: float = 0.0
 
     @property
     def trained(self) -> bool:
@@ -37,6 +41,10 @@ class Unit:
             rid += f"-a{self.alpha_weak:g}-reg{self.lambda_reg:g}"
         if self.weff_alpha:
             rid += f"-weff{self.weff_alpha:g}"
+        if self.lrs:  # (after the older fields: the run ids of units without them stay what they were)
+            rid += f"-lr{self.lrs}"
+        if self.real_cfg_x:
+            rid += f"-cfgx{self.real_cfg_x:g}"
         return rid
 
     @property
@@ -54,6 +62,9 @@ class Unit:
             name += f" + L_reg ({self.lambda_reg:g})"
         if self.weff_alpha:
             name += f" (real CFG w_eff of alpha {self.weff_alpha:g})"
+        if self.lrs or self.real_cfg_x:
+            name += " (" + ", ".join(([f"{self.lrs} lrs"] if self.lrs else [])
+                                     + ([f"real CFG {self.real_cfg_x:g}× the teacher's"] if self.real_cfg_x else [])) + ")"
         if self.teacher == "t2v":
             name += " [T2V]"
         return f"{name} {self.steps}-step"
@@ -114,6 +125,9 @@ QUICK = Settings(iters=16, clips=4, clip_block=2, seeds=1, distill_seeds=2, num_
 FULL = Settings(euler_steps=(1, 2, 4, 8, 16, 28, 50), distilled_steps=(1, 2, 4))
 
 
+COLLAPSE_CFG_X = 3.0  # the collapse regime's real-score CFG, a multiple of the teacher's (make_plan says why)
+
+
 def curve_points(iters: int) -> tuple[int, ...]:
     """Iteration counts for the curves: iters/8, iters/4, iters/2, iters (distinct, >= 1)."""
     return tuple(sorted({max(1, iters // d) for d in (8, 4, 2, 1)}))
@@ -126,14 +140,25 @@ class Plan:
     curves: dict[str, list[Unit]] = field(default_factory=dict)  # metric vs distillation iterations
     t2v: bool = False  # whether the T2V-vs-TI2V curve is in the plan (needs --t2v-teacher)
     reference: Unit = Unit("euler", 50)  # the CFG teacher every NFE and wall-time ratio is relative to
+    collapse: list[Unit] = field(default_factory=list)  # the collapse regime: DMD2 and W2S, paper lrs, high real CFG
+
+    def teacher_references(self) -> dict[str, Unit]:
+        """teacher -> its sampler at the reference steps: the samples each of that teacher's rows is also measured
+        against (FVD vs teacher). The TI2V teacher's is ``reference``; another teacher's, where the plan has it."""
+        all_units = [self.reference, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha,
+                     *self.collapse]
+        return {u.teacher: u for u in reversed(all_units)
+                if not u.trained and u.steps == self.reference.steps and u.teacher != self.reference.teacher} | {
+            self.reference.teacher: self.reference}
 
     def units(self) -> list[Unit]:
-        """Every distinct unit, in run order: the reference first (every ratio needs it), then the
-        curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial bench), then
-        Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each run
-        is trained once, continued from snapshot to snapshot."""
+        """Every distinct unit, in run order: the teachers' references first (every ratio and FVD vs teacher
+        needs them), then the curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial
+        bench), then Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each
+        run is trained once, continued from snapshot to snapshot."""
         groups: dict[str, list[Unit]] = {}
-        for u in [self.reference, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha]:
+        refs = [self.reference, *(u for u in self.teacher_references().values() if u != self.reference)]
+        for u in [*refs, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha, *self.collapse]:
             group = groups.setdefault(u.run_id if u.trained else u.id, [])
             if u not in group:
                 group.append(u)
@@ -158,7 +183,12 @@ def make_plan(s: Settings, *, t2v: bool = False) -> Plan:
         # distillation; the distance to its own teacher is the speed comparison.
         curves["TI2V teacher (Euler 50-step CFG)"] = [Unit("euler", s.reference_steps)]
         curves["T2V teacher (Euler 50-step CFG)"] = [Unit("euler", s.reference_steps, teacher="t2v")]
-    return Plan(table1, alpha, curves, t2v, Unit("euler", s.reference_steps))
+    # [decision] MagicDistillation Fig. 2: vanilla DMD2 collapses under a high real-score CFG at the paper's learning
+    # rates, W2S does not. 3x the teacher's CFG (2 -> 6) is the scale of a full-size video teacher's CFG (Wan 2.1 5,
+    # HunyuanVideo 6) and well above the w_eff (2.33) that the alpha ablation already covers.
+    collapse = [Unit("dmd", 4, alpha_weak=0.0, iters=s.iters, lrs="paper", real_cfg_x=COLLAPSE_CFG_X),
+                Unit("w2s", 4, iters=s.iters, lrs="paper", real_cfg_x=COLLAPSE_CFG_X)]
+    return Plan(table1, alpha, curves, t2v, Unit("euler", s.reference_steps), collapse)
 
 
 def settings_for(quick: bool, *, iters: int | None = None, clips: int | None = None, seeds: int | None = None,

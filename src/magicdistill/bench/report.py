@@ -11,14 +11,15 @@ from ..config import DistillConfig
 from .plan import Plan, Settings, Unit
 from .plot import Series, line_plot
 from .provenance import git_commit, summarise
-from .findings import compare, findings, gap_table
+from .findings import collapse_table, compare, findings, gap_table
 from .stats import fmt, overlap
 
 # what settles a comparison left open: the full plan, and more of what the interval is over
 DECIDE = ("the full bench, `magicdistill bench --out runs/bench` (1, 2 and 4 steps, 32 clips, 2 distillation seeds per "
           "row), and if its intervals still overlap, more distillation seeds (`--distill-seeds`)")
-SUMMARY = ("average", "fvd", "fid", "perceptual")  # the first table's metrics; the rest go to the second
-LOWER_IS_BETTER = {"fid", "fvd", "kid", "perceptual"}
+# the first table's metrics; the rest go to the second
+SUMMARY = ("average", "fvd", "fvd_teacher", "fid", "fid_teacher", "perceptual", "motion_ratio")
+LOWER_IS_BETTER = {"fid", "fvd", "kid", "perceptual", "fvd_teacher", "fid_teacher"}
 PLOTTED = ("average", "fvd")
 
 
@@ -72,6 +73,12 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         f"{settings.clips // settings.clip_block * settings.seeds} cells, so the interval holds the clip-to-clip and the "
         "seed-to-seed variation (`bench/stats.py`, nested_ci); for an Euler row (nothing distilled) over its cells, "
         "i.e. clips and sampling noise. No ± where only one value exists.",
+        f"- FVD / FID vs teacher: the same distances, per cell, to the samples of the row's own teacher at "
+        f"{settings.reference_steps} Euler steps with CFG (the reference row; a T2V row's: the T2V teacher's) of the "
+        "same clips with the same noise: how far a generator is from what distillation makes it match. n/a for "
+        "the teacher itself. Motion / reference's: the un-thresholded motion that dynamic degree counts over a "
+        "threshold (mean top-5% |frame difference|, `eval/vbench.py`) over the truth's: 1 = the truth's motion, "
+        "below = stiller; dynamic degree saturates on this data, this does not.",
         f"- Time in the measured units (all invocations): distillation {_total(done, 'distill_seconds') / 60:.1f} min, "
         f"sampling {_total(done, 'seconds') / 60:.1f} min. Wall time of this invocation: {seconds / 60:.1f} min"
         + (f" ({reused} of {len(plan.units())} units were measured by an earlier invocation in the same folder)"
@@ -105,6 +112,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
                   _table(["alpha_weak", "row", *map(metric_label, metrics)],
                          [[f"{u.alpha_weak:g}", results[u.id]["label"]] + [_cell(results[u.id], k) for k in metrics]
                           for u in plan.alpha]), ""]
+    lines += collapse_table(plan, results, settings)
     lines += ["## Metric vs distillation iterations", ""]
     if not plan.t2v:
         lines += ["**T2V vs TI2V (Magic 1-For-1: TI2V distils faster than T2V): not run.** The project ships only "

@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from ..atomic import atomic_folder, write_text_atomic
-from ..config import DistillConfig
+from ..atomic import atomic_file, atomic_folder, write_text_atomic
+from ..config import DISTILL_PRESETS, DistillConfig
 from ..demo import Sampler, held_out_clips
+from ..distill.telemetry import collapse_signal
 from ..distill.trainer import distill, sampler_record
 from ..distill.w2s import equivalent_dmd_guidance, with_teacher_guidance
 from ..models.dit import VideoDiT
@@ -33,7 +34,7 @@ from .provenance import code_commit, provenance
 from .stats import nested_ci
 from .user_data import bench_data
 
-Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=...) -> metrics
+Evaluate = Callable[..., dict]  # evaluate_videos(videos, reference, *, cond_images=..., teacher=...) -> metrics
 
 
 @dataclass
@@ -111,6 +112,24 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
             truth = pipes["ti2v"].vae.decode(pipes["ti2v"].vae.encode(video.to(device))).cpu()
         return pipes, HeldOut(truth, video[:, :, 0], {k: p.text_encoder(captions) for k, p in pipes.items()})
 
+    def num_frames() -> int:
+        return user.num_frames if user else loaded()[0]["ti2v"].spec.num_frames
+
+    refs = plan.teacher_references()
+
+    @cache
+    def teacher_samples(kind: str) -> torch.Tensor:
+        """The samples of ``kind``'s reference (saved when it was measured; sampled again if the file is missing)."""
+        pipes, held = loaded()
+        f = teacher_videos_file(out, kind)
+        if f.is_file():
+            v = torch.load(f)
+            if v.shape[:2] == (settings.seeds, held.truth.shape[0]):
+                return v
+        row = Timed(sampler_for(refs[kind], settings, teachers[kind], pipes[kind], out, device, data_cache=data_cache),
+                    pipes[kind], held.texts[kind])
+        return save_teacher_videos(f, sample_set(row, held, settings, num_frames())[0])
+
     # 2. every unit not yet done; the results page is rewritten after each, so a kill leaves it current
     results, reused = {}, 0
     units = plan.units()
@@ -132,9 +151,16 @@ def run_bench(out: str | Path, settings: Settings, *, teacher_dir: str | Path | 
         reference = None if unit == plan.reference else Timed(
             sampler_for(plan.reference, settings, teachers["ti2v"], pipes["ti2v"], out, device, data_cache=data_cache),
             pipes["ti2v"], held.texts["ti2v"])
-        res = measure(unit, rows, held, settings, evaluate, user.num_frames if user else pipes["ti2v"].spec.num_frames,
-                      reference)
+        # FVD vs teacher: against the samples of the unit's own teacher at the reference steps (same clips and noise)
+        is_ref = refs.get(unit.teacher) == unit
+        own = teacher_samples(unit.teacher) if unit.teacher in refs and not is_ref else None
+        keep = [] if is_ref else None
+        res = measure(unit, rows, held, settings, evaluate, num_frames(), reference, teacher=own, keep=keep)
+        if is_ref:  # before the result file: a resumed bench finds either both or resamples the videos
+            save_teacher_videos(teacher_videos_file(out, unit.teacher), keep)
         res["distill_seconds"] = distill_seconds
+        if unit.trained:  # what the run's telemetry says about collapse, per distillation seed
+            res["collapse"] = [{"distill_seed": d, **run_collapse_signal(out, unit, d)} for d in dseeds]
         res["measured"] = provenance()
         write_json_atomic(path, res)
         results[unit.id] = res
@@ -160,16 +186,26 @@ def distill_config(unit: Unit, settings: Settings, teacher_dir: Path, device: st
                    distill_seed: int | None = None, data_cache: str = "") -> DistillConfig:
     """The distillation config of a trained unit, distilled with ``distill_seed`` [default: settings.seed]
     (``data_cache``: the training split of a user's cache)."""
-    real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent
-    if unit.weff_alpha:
+    real_guidance = None  # the teacher's own, unless the unit asks for W2S's first-order equivalent or a multiple
+    if unit.weff_alpha or unit.real_cfg_x:
         w = with_teacher_guidance(DistillConfig(), read_record(teacher_dir)).real_guidance
-        real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha)
-    return DistillConfig(method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
+        real_guidance = equivalent_dmd_guidance(w, unit.weff_alpha) if unit.weff_alpha else unit.real_cfg_x * w
+    # the collapse regime's learning rates: the preset's (every other unit keeps distill's defaults)
+    lrs = {k: v for k, v in DISTILL_PRESETS[unit.lrs].items() if k.startswith("lr_")} if unit.lrs else {}
+    return DistillConfig(**lrs, method=unit.method, steps=unit.steps, iters=unit.iters, alpha_weak=unit.alpha_weak,
                          lambda_reg=unit.lambda_reg, real_guidance=real_guidance, num_clips=settings.num_clips,
                          seed=settings.seed if distill_seed is None else distill_seed, device=device,
                          ema_decay=settings.ema_decay, data_cache=data_cache,
                          # fixed per bench (a resumed run must keep its config): a checkpoint ~5 times per run
                          checkpoint_every=max(1, settings.iters // 5), sample_every=settings.iters)
+
+
+def run_collapse_signal(out: Path, unit: Unit, distill_seed: int) -> dict:
+    """telemetry.collapse_signal of the run's metrics.jsonl up to this snapshot's iteration (the run may have
+    been continued past it since)."""
+    f = run_folder(out, unit, distill_seed) / "metrics.jsonl"
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    return collapse_signal(rows, up_to=unit.iters)
 
 
 def run_folder(out: Path, unit: Unit, distill_seed: int) -> Path:
@@ -233,8 +269,38 @@ class Timed:
         return v.cpu(), time.perf_counter() - t
 
 
+def teacher_videos_file(out: Path, teacher: str) -> Path:
+    """``OUT/teacher_videos_<teacher>.pt``: the reference sampler's videos, (sampling seeds, clips, 3, T, H, W)."""
+    return out / f"teacher_videos_{teacher}.pt"
+
+
+def save_teacher_videos(path: Path, sets: list[torch.Tensor]) -> torch.Tensor:
+    videos = torch.stack(sets)
+    with atomic_file(path) as tmp:
+        torch.save(videos, tmp)
+    return videos
+
+
+def sample_set(row: Timed, held: HeldOut, settings: Settings, num_frames: int,
+               bar: tqdm | None = None) -> tuple[list[torch.Tensor], list[float]]:
+    """Every held-out clip with every sampling seed, one video at a time (timed) -> one (N, 3, T, H, W) tensor per
+    sampling seed, and the seconds of each video."""
+    sets, seconds = [], []
+    for s in range(settings.seeds):
+        videos = []
+        for i in range(held.truth.shape[0]):
+            v, sec = row.sample(held, i, torch.Generator().manual_seed(noise_seed(settings.seed, s, i)), num_frames)
+            seconds.append(sec)
+            videos.append(v)
+            if bar is not None:
+                bar.update()
+        sets.append(torch.cat(videos))
+    return sets, seconds
+
+
 def measure(unit: Unit, rows: dict[int | None, Timed], held: HeldOut, settings: Settings, evaluate: Evaluate,
-            num_frames: int, reference: Timed | None = None, pairs: int = 2) -> dict:
+            num_frames: int, reference: Timed | None = None, pairs: int = 2, *, teacher: torch.Tensor | None = None,
+            keep: list | None = None) -> dict:
     """Sample every held-out first frame with every sampling seed, for each distillation seed's generator
     (``rows``: distillation seed -> sampler; one entry, key None, for a sampler of the teacher), one video at a
     time (timed), and compute the metrics per cell: (distillation seed, sampling seed, block of
@@ -242,21 +308,23 @@ def measure(unit: Unit, rows: dict[int | None, Timed], held: HeldOut, settings: 
     differ by the model only (paired comparison). Each metric's interval is over the distillation seeds with the
     cells nested in them (stats.nested_ci). The time ratio to the reference is measured side by side with the
     first generator: ``pairs`` times the reference then this row on the same clip, median of the ratios (the
-    machine's load changes between rows; it changes much less within a pair)."""
+    machine's load changes between rows; it changes much less within a pair).
+
+    ``teacher`` (sampling seeds, N, 3, T, H, W): the teacher's videos of the same clips and noise; each cell is also
+    measured against its block of them (``evaluate(..., teacher=)``: fvd_teacher, fid_teacher). ``keep``: a list
+    that receives the first generator's videos, one tensor per sampling seed."""
     n, block = held.truth.shape[0], settings.clip_block
     seconds, cells, ratios = [], [], []
     bar = tqdm(total=n * settings.seeds * len(rows), desc=unit.label, unit="video", leave=False)
     for dseed, row in rows.items():
-        for s in range(settings.seeds):
-            videos = []
-            for i in range(n):
-                v, sec = row.sample(held, i, torch.Generator().manual_seed(noise_seed(settings.seed, s, i)), num_frames)
-                seconds.append(sec)
-                videos.append(v)
-                bar.update()
-            videos = torch.cat(videos)
+        sets, secs = sample_set(row, held, settings, num_frames, bar)
+        seconds += secs
+        if keep is not None and not keep:
+            keep.extend(sets)
+        for s, videos in enumerate(sets):
             for k in range(0, n, block):
-                m = evaluate(videos[k:k + block], held.truth[k:k + block], cond_images=held.first[k:k + block])
+                own = {} if teacher is None else {"teacher": teacher[s, k:k + block]}
+                m = evaluate(videos[k:k + block], held.truth[k:k + block], cond_images=held.first[k:k + block], **own)
                 cells.append({**m, "distill_seed": dseed, "seed": s, "block": k // block})
     bar.close()
     first = next(iter(rows.values()))

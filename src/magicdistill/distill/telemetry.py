@@ -40,3 +40,35 @@ def pixel_drift(video: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     m, mt, s, st = motion_energy(video), motion_energy(truth), saturation(video), saturation(truth)
     return {"sample_motion": m, "data_motion": mt, "motion_ratio": _ratio(m, mt),
             "sample_saturation": s, "data_saturation": st, "saturation_ratio": _ratio(s, st)}
+
+
+# [decision] collapse is a drift away from where the run started (the generator starts as the teacher sampled in a
+# few steps without CFG, whose latent motion is already well below the data's), so the flags are relative to the
+# first logged values: motion halved, or the latents' RMS off by 1.5x either way (over-saturation inflates it)
+COLLAPSE_MOTION_DROP = 0.5
+COLLAPSE_RMS_FACTOR = 1.5
+
+
+def collapse_signal(rows: list[dict], up_to: int | None = None) -> dict:
+    """A run's collapse signal from its metrics.jsonl rows (steps <= ``up_to`` [default: all]):
+    ``flagged_at``: the first logged iteration whose motion_ratio_latent fell below COLLAPSE_MOTION_DROP x the first
+    logged value, or whose rms_ratio_latent moved more than COLLAPSE_RMS_FACTOR x away from the first (None: never);
+    ``motion_drift``, ``rms_drift``: last / first logged value of each; ``motion_ratio``, ``saturation_ratio``: the
+    last sample-time pixel_drift values (None if none was logged)."""
+    rows = [r for r in rows if up_to is None or r["step"] <= up_to]
+    lat = [r for r in rows if "motion_ratio_latent" in r and "rms_ratio_latent" in r]
+    pix = [r for r in rows if "saturation_ratio" in r]
+    out = {"flagged_at": None, "motion_drift": None, "rms_drift": None,
+           "motion_ratio": pix[-1]["motion_ratio"] if pix else None,
+           "saturation_ratio": pix[-1]["saturation_ratio"] if pix else None}
+    if not lat:
+        return out
+    m0, r0 = max(lat[0]["motion_ratio_latent"], 1e-8), max(lat[0]["rms_ratio_latent"], 1e-8)
+    for r in lat:
+        rms = r["rms_ratio_latent"] / r0
+        if r["motion_ratio_latent"] / m0 < COLLAPSE_MOTION_DROP or not 1 / COLLAPSE_RMS_FACTOR <= rms <= COLLAPSE_RMS_FACTOR:
+            out["flagged_at"] = r["step"]
+            break
+    out["motion_drift"] = lat[-1]["motion_ratio_latent"] / m0
+    out["rms_drift"] = lat[-1]["rms_ratio_latent"] / r0
+    return out

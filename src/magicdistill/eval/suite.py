@@ -17,6 +17,7 @@ from .features import FeatureExtractor, perceptual_features
 from .frechet import frechet_from_features, kid, perceptual_distance
 
 KEYS = ("fid", "fvd", "kid", *vbench.DIMENSIONS, "average")
+TEACHER_KEYS = ("fvd_teacher", "fid_teacher")  # with ``teacher=``: the same distances to the teacher's samples
 
 
 def _check_sets(videos: torch.Tensor, reference: torch.Tensor) -> None:
@@ -34,7 +35,7 @@ def _check_sets(videos: torch.Tensor, reference: torch.Tensor) -> None:
 
 @torch.no_grad()
 def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor: FeatureExtractor | None = None,
-                    cond_images: torch.Tensor | None = None) -> dict:
+                    cond_images: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> dict:
     """Metrics of generated ``videos`` against ``reference`` videos, both (N, 3, T, H, W) in [-1, 1].
 
     Returns fid (per-frame features), fvd (per-clip features; None with fewer than 2 videos in a
@@ -42,8 +43,12 @@ def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor:
     (of ``videos`` only, except imaging_quality which is relative to the reference), plus
     ``perceptual`` (paired frame-by-frame distance) when both sets hold the same number of videos,
     and the extractor's name. ``cond_images`` (N, 3, H, W): the conditioning images for
-    i2v_subject [default: frame 0 of each video]. ``extractor`` [default: the shipped probe]."""
+    i2v_subject [default: frame 0 of each video]. ``extractor`` [default: the shipped probe].
+    ``teacher``: the teacher's samples of the same clips (N', 3, T, H, W); adds fvd_teacher and fid_teacher, the
+    distances of ``videos`` to them (how far a distilled generator is from what it was trained to match)."""
     _check_sets(videos, reference)
+    if teacher is not None:
+        _check_sets(videos, teacher)
     if cond_images is not None and (cond_images.ndim != 4 or cond_images.shape[0] != videos.shape[0]):
         raise ValueError(f"cond_images must be (N, 3, H, W) with N = {videos.shape[0]} videos, "
                          f"got {tuple(cond_images.shape)}")
@@ -57,8 +62,13 @@ def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor:
     fv, fr = extractor.frame_features(videos), extractor.frame_features(reference)
     # 2. distribution distances
     out: dict = {"fid": frechet_from_features(fv, fr), "kid": kid(fv, fr)}
-    out["fvd"] = (frechet_from_features(extractor.clip_features(videos), extractor.clip_features(reference))
-                  if min(n, reference.shape[0]) >= 2 else None)
+    cv = extractor.clip_features(videos) if n >= 2 else None
+    out["fvd"] = frechet_from_features(cv, extractor.clip_features(reference)) if reference.shape[0] >= 2 and n >= 2 else None
+    if teacher is not None:  # the videos' features are reused: only the teacher's are extracted
+        teacher = teacher.float()
+        out["fid_teacher"] = frechet_from_features(fv, extractor.frame_features(teacher))
+        out["fvd_teacher"] = (frechet_from_features(cv, extractor.clip_features(teacher))
+                              if teacher.shape[0] >= 2 and n >= 2 else None)
     # 3. VBench-style dimensions
     grid = fv.reshape(n, t, -1)
     cond = grid[:, 0] if cond_images is None else vbench.image_features(cond_images.float(), extractor)
@@ -76,11 +86,12 @@ def evaluate_videos(videos: torch.Tensor, reference: torch.Tensor, *, extractor:
         out["perceptual"] = perceptual_distance(perceptual_features(extractor, videos) if own else fv,
                                                 perceptual_features(extractor, reference) if own else fr)
     out["extractor"] = extractor.name
-    return {k: out[k] for k in (*KEYS, "perceptual", "motion_ratio", "extractor") if k in out}
+    return {k: out[k] for k in (*KEYS, "perceptual", "motion_ratio", *TEACHER_KEYS, "extractor") if k in out}
 
 
 LABELS = {"fid": "FID (per frame) ↓", "fvd": "FVD (per clip) ↓", "kid": "KID (per frame) ↓",
-          "perceptual": "perceptual distance (paired) ↓", "i2v_subject": "i2v subject ↑",
+          "perceptual": "perceptual distance (paired) ↓", "fvd_teacher": "FVD vs teacher ↓",
+          "fid_teacher": "FID vs teacher ↓", "i2v_subject": "i2v subject ↑",
           "subject_consistency": "subject consistency ↑", "motion_smoothness": "motion smoothness ↑",
           "dynamic_degree": "dynamic degree ↑ (more motion)", "motion_ratio": "motion / reference's (1 = same)",
           "temporal_flickering": "temporal flickering ↑ (less)",
@@ -89,7 +100,7 @@ LABELS = {"fid": "FID (per frame) ↓", "fvd": "FVD (per clip) ↓", "kid": "KID
 
 def table_rows(result: dict) -> list[tuple[str, str]]:
     """(label, value) rows in a fixed order; None (not computable) shows as 'n/a'."""
-    order = ("fid", "fvd", "kid", "perceptual", *vbench.DIMENSIONS, "average", "motion_ratio")
+    order = ("fid", "fvd", "kid", "perceptual", *vbench.DIMENSIONS, "average", "motion_ratio", *TEACHER_KEYS)
     return [(LABELS[k], "n/a" if result[k] is None else f"{result[k]:.4f}") for k in order if k in result]
 
 
