@@ -154,11 +154,12 @@ class Plan:
     def units(self) -> list[Unit]:
         """Every distinct unit, in run order: the teachers' references first (every ratio and FVD vs teacher
         needs them), then the curves' runs (4-step W2S and DMD2, the headline comparison: first in a partial
-        bench), then Table 1 and the ablation. A run's snapshots go together by increasing iterations, so each
+        bench), then Table 1, the collapse regime and the alpha_weak ablation (least informative: to first order a
+        real-CFG sweep; last in a partial bench). A run's snapshots go together by increasing iterations, so each
         run is trained once, continued from snapshot to snapshot."""
         groups: dict[str, list[Unit]] = {}
         refs = [self.reference, *(u for u in self.teacher_references().values() if u != self.reference)]
-        for u in [*refs, *(u for c in self.curves.values() for u in c), *self.table1, *self.alpha, *self.collapse]:
+        for u in [*refs, *(u for c in self.curves.values() for u in c), *self.table1, *self.collapse, *self.alpha]:
             group = groups.setdefault(u.run_id if u.trained else u.id, [])
             if u not in group:
                 group.append(u)
