@@ -91,14 +91,20 @@ CASES = [pytest.param("hunyuan-t2v", "full"),
          pytest.param("wan-i2v", "lora", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("kind,generator", CASES)
-def test_distill_a_real_teacher_from_its_cache_without_text_encoders(real_folder, cache_of, tmp_path, monkeypatch,
-                                                                     kind, generator):
-    cache = cache_of(kind)
+def components_loaded(monkeypatch) -> list[str]:
+    """The names of the folder components loaded from now on (the list grows as they load)."""
     loaded: list[str] = []
     real_load = families_real.load_component
     monkeypatch.setattr(families_real, "load_component",
                         lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    return loaded
+
+
+@pytest.mark.parametrize("kind,generator", CASES)
+def test_distill_a_real_teacher_from_its_cache_without_text_encoders(real_folder, cache_of, tmp_path, monkeypatch,
+                                                                     kind, generator):
+    cache = cache_of(kind)
+    loaded = components_loaded(monkeypatch)
     out = tmp_path / "run"
     result = run_cli("distill", "--teacher", real_folder(kind), "--data", cache, "--out", out, "--iters", 2,
                      "--batch-size", 2, "--generator", generator)
@@ -251,10 +257,7 @@ def test_distill_from_a_hunyuan_i2v_cache_matches_the_uncached_run(real_folder, 
 
     teacher = real_folder("hunyuan-i2v")
     data = CachedClips(cache_of("hunyuan-i2v"))
-    loaded: list[str] = []
-    real_load = families_real.load_component
-    monkeypatch.setattr(families_real, "load_component",
-                        lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    loaded = components_loaded(monkeypatch)
     args = ["--teacher", teacher, "--iters", 2, "--batch-size", 2]
     result = run_cli("distill", *args, "--data", data.path, "--out", tmp_path / "cached")
     assert result.exit_code == 0, result.output
@@ -280,10 +283,7 @@ def test_train_a_wan_folder_on_its_cache_matches_the_uncached_run(real_folder, c
 
     teacher = real_folder("wan-t2v")
     data = CachedClips(cache_of("wan-t2v"))
-    loaded: list[str] = []
-    real_load = families_real.load_component
-    monkeypatch.setattr(families_real, "load_component",
-                        lambda folder, name, **kw: loaded.append(name) or real_load(folder, name, **kw))
+    loaded = components_loaded(monkeypatch)
     args = ["--init-from", teacher, "--steps", 3, "--batch-size", 2, "--checkpoint-every", 100]
     result = run_cli("train", *args, "--data", data.path, "--out", tmp_path / "cached")
     assert result.exit_code == 0, result.output
