@@ -46,11 +46,12 @@ def test_bench_on_a_users_cache_holds_out_its_last_clips(cache, teacher, tmp_pat
     trained_on = []
     real_distill = runner.distill
     monkeypatch.setattr(runner, "distill", lambda cfg, *a, **k: trained_on.append(cfg.data_cache) or real_distill(cfg, *a, **k))
-    references, conds = [], []
+    references, conds, teachers = [], [], []
 
-    def evaluate(videos, reference, *, cond_images=None):
+    def evaluate(videos, reference, *, cond_images=None, teacher=None):
         references.append(reference)
         conds.append(cond_images)
+        teachers.append(teacher)
         return {"average": float(videos.mean()), "extractor": "stand-in"}
 
     s = Settings(iters=2, clips=1, clip_block=1, seeds=1, distill_seeds=1, num_clips=8, curve_iters=(2,),
@@ -75,6 +76,8 @@ def test_bench_on_a_users_cache_holds_out_its_last_clips(cache, teacher, tmp_pat
     assert len(references) == 2 and all(torch.allclose(r, truth, atol=1e-5) for r in references)
     assert references[0].shape == (1, 3, 5, 32, 32)
     assert torch.equal(conds[0], held.first_frame_pixels(torch.arange(1)))
+    # the generator is also measured against the teacher's samples of the same held-out clip (FVD vs teacher)
+    assert teachers[0] is None and teachers[1].shape == references[1].shape
     text = docs.read_text()
     assert f"the last 1 of the 4 clips of the cache `{cache}`" in text and "trains on the first 3" in text
     assert "portrait clips" not in text
