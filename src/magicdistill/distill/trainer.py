@@ -150,12 +150,9 @@ def _distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, *, re
         null_text = enc([""])
         data_cfg = DataConfig.of_model(meta)
         cdir = Path(cache_dir) if cache_dir else run.dir / "cache"
-        if not world.is_main:
-            world.barrier()  # rank 0 encodes the clips into the cache first; the others then read it
-        data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
-        test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
-        if world.is_main and world.distributed:
-            world.barrier()
+        with world.main_first():  # rank 0 encodes the clips into the cache first; the others then read it
+            data = latent_set_for(data_cfg, str(vae_dir), "train", cfg.num_clips, vae, enc, cdir)
+            test = latent_set_for(data_cfg, str(vae_dir), "test", 16, vae, enc, cdir)
     else:  # the cache carries the text embeddings (the empty prompt's too): no text encoder in memory
         check_teacher_fits(cached, latent_channels=teacher.latent_channels, i2v=teacher.is_i2v)
         null_text = cached.null_text().to(device)
