@@ -60,6 +60,18 @@ def test_settings_validation_and_overrides():
         Settings(seeds=0)
 
 
+def test_what_would_decide_an_open_comparison_follows_the_page_s_own_sizes():
+    """A quick page points at the full bench; the full bench's page at more distillation seeds and longer runs
+    (not at itself)."""
+    from magicdistill.bench.plan import settings_for
+    from magicdistill.bench.report import decide
+
+    assert decide(settings_for(True)).startswith("the full bench, `magicdistill bench --out runs/bench`")
+    full = decide(settings_for(False))
+    assert "--distill-seeds 4 --iters 1000" in full and "0.71×" in full and "the full bench" not in full
+    assert "--distill-seeds 8 --iters 1000" in decide(settings_for(False, distill_seeds=4))
+
+
 def test_mean_ci_student_t_on_known_numbers():
     from magicdistill.bench.stats import mean_ci, nested_ci, overlap
 

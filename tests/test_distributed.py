@@ -8,7 +8,8 @@ Tolerance, one process against two: the two split each batch's mean and sum thei
 so floats differ in the last bits (measured on this run: <= 1.2e-6 relative on every logged loss; the generator's
 update from the teacher differs by 7.4e-5 of its norm and by <= 2.6e-6 on any weight, Adam magnifying the noise
 of near-zero gradients). The tests allow ``LOSS_RTOL`` on every logged loss, ``UPDATE_RTOL`` on the norm of the
-update and ``WEIGHT_ATOL`` on any weight, and check that training moved the weights by far more than that.
+update and ``WEIGHT_ATOL`` on any weight but a few (``same_trained_weights``: a near-zero gradient's noise can
+become a whole Adam step on another machine), and check that training moved the weights by far more than that.
 Resumes in the same number of processes (the kill tests) are compared bit for bit.
 
 --mixed-precision bf16 and --checkpointing under FSDP2: with checkpointing a 2-process bf16 run is the one without
@@ -39,6 +40,8 @@ LOSS_RTOL = 1e-5
 UPDATE_RTOL = 1e-3
 WEIGHT_ATOL = 1e-5
 FULL_WEIGHT_ATOL = 5e-5  # a full generator copy (see its test)
+ADAM_OUTLIER_SHARE = 1e-3  # of a model's weights may lie beyond the weight tolerance (same_trained_weights) ...
+ADAM_SPREAD = 1e-2  # ... within two runs' summed Adam steps (generator lr <= 1e-3, <= 4 steps, x2, rounded up)
 BF16_RTOL = 3e-2  # --mixed-precision bf16: one process against two (see its test)
 BF16_LEARNT_RTOL = 0.3
 CHECKPOINTING_RTOL, CHECKPOINTING_ATOL = 1e-6, 1e-6  # --checkpointing against none, both in two processes
@@ -164,12 +167,30 @@ def _same_losses(a: Path, b: Path, rtol: float) -> None:
             assert y[k] == pytest.approx(x[k], rel=rtol, abs=0 if rtol == 0 else 1e-9), (x["step"], k, x[k], y[k])
 
 
+def same_trained_weights(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor], atol: float, spread: float) -> None:
+    """Two runs' trained weights agree: every weight within ``atol`` but for at most ``ADAM_OUTLIER_SHARE`` of them,
+    which stay within ``spread`` (about two runs' summed Adam steps). Adam divides each gradient by its own running
+    size, so where a gradient is near zero (e.g. cross-attention queries over near-identical padded text keys) the
+    last-bit noise of another summation order becomes a whole step of either sign; a broken data-parallel step
+    moves every weight instead. ``atol`` 0: bit for bit, no exception."""
+    assert wa.keys() == wb.keys() and wa
+    if atol == 0:
+        for k in wa:
+            torch.testing.assert_close(wb[k], wa[k], atol=0, rtol=0, msg=k)
+        return
+    beyond = 0
+    for k in wa:
+        d = (wb[k].float() - wa[k].float()).abs()
+        assert d.max().item() <= spread, (k, d.max().item(), spread)
+        beyond += int((d > atol).sum())
+    total = sum(v.numel() for v in wa.values())
+    assert beyond <= ADAM_OUTLIER_SHARE * total, f"{beyond} of {total} weights differ by more than {atol}"
+
+
 def _same_weights(a: Path, b: Path, atol: float, update_rtol: float = 0.0,
                   teacher: Path = SHIPPED_DIR / "teacher") -> None:
     wa, wb, wt = _weights(a), _weights(b), _teacher_weights(teacher)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], atol=atol, rtol=0, msg=k)
+    same_trained_weights(wa, wb, atol, ADAM_SPREAD)
     da = torch.cat([(wa[k] - wt[k]).flatten() for k in wa])
     db = torch.cat([(wb[k] - wt[k]).flatten() for k in wa])
     assert (db - da).norm() <= update_rtol * da.norm()
@@ -496,19 +517,48 @@ def test_checkpointing_under_fsdp_changes_nothing(work, bf16_two):
             torch.testing.assert_close(mb[name][k], ma[name][k], atol=CHECKPOINTING_ATOL, rtol=0, msg=k)
 
 
-@pytest.mark.slow
-def test_a_two_process_bf16_run_resumes_exactly(work, bf16_two):
-    """A 2-process bf16 run stopped at its checkpoint of step 2 (DCP: float32 masters, AdamW states) and resumed in 2
-    processes ends bit for bit where the uninterrupted one does (the bf16 backbone is the teacher's, cast again)."""
-    run = work / "bf16_resumed"
+@pytest.fixture(scope="module")
+def bf16_two_at_2(work):
+    """A 2-process bf16 run stopped at its checkpoint of step 2 (DCP: float32 masters, AdamW states)."""
+    run = work / "bf16_two_at_2"
     _ok(_distill(run, work / "cache", _cfg(mixed_precision="bf16", iters=2), procs=2))
     assert json.loads((run / "checkpoint" / "meta.json").read_text())["step"] == 2
+    return run
+
+
+@pytest.mark.slow
+def test_a_two_process_bf16_run_resumes_exactly(work, bf16_two, bf16_two_at_2):
+    """The 2-process bf16 checkpoint of step 2 resumed in 2 processes ends bit for bit where the uninterrupted run
+    does (the bf16 backbone is the teacher's, cast again)."""
+    run = work / "bf16_resumed"
+    shutil.copytree(bf16_two_at_2, run)
     _ok(_distill(run, work / "cache", _cfg(mixed_precision="bf16"), procs=2, resume=True))
     _same_losses(bf16_two, run, 0)
     wa, wb = _weights(bf16_two), _weights(run)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ma, mb = _trained_state(bf16_two), _trained_state(run)
     assert all(torch.equal(ma[n][k], mb[n][k]) for n in ma for k in ma[n])
+
+
+@pytest.mark.slow
+def test_a_two_process_bf16_checkpoint_resumes_in_one_process(work, bf16_one, bf16_two, bf16_two_at_2):
+    """The 2-process bf16 checkpoint of step 2 resumed in one process: its float32 masters and AdamW states load
+    unsharded, the backbone is cast to bf16 again, and steps 3-4 follow the one-process bf16 run to bf16's precision
+    (the tolerances of test_two_processes_in_bf16_follow_one), while steps 1-2 stay the 2-process run's."""
+    run = work / "bf16_two_then_one"
+    shutil.copytree(bf16_two_at_2, run)
+    _ok(_distill(run, work / "cache", _cfg(mixed_precision="bf16"), resume=True))
+    kept = [[r.get(k) for k in ("step", *LOSSES)] for r in _rows(run)[:2]]
+    assert kept == [[r.get(k) for k in ("step", *LOSSES)] for r in _rows(bf16_two)[:2]]  # the checkpoint's steps
+    _same_losses(bf16_one, run, BF16_RTOL)
+    ma, mb = _trained_state(bf16_one), _trained_state(run)
+    assert not json.loads((run / "checkpoint" / "meta.json").read_text()).get("format")  # one process wrote it
+    assert all(t.dtype == torch.float32 for t in (*mb["generator"].values(), *mb["lora"].values()))
+    for name in ("generator", "lora"):
+        assert _learnt_difference(ma[name], mb[name]) <= BF16_LEARNT_RTOL, name
+    wa, wb = _weights(bf16_one), _weights(run)
+    assert all(w.dtype == torch.bfloat16 for w in wb.values())
+    assert sum((wa[k] != wb[k]).sum().item() for k in wa) <= 0.05 * sum(w.numel() for w in wa.values())
 
 
 @pytest.mark.slow

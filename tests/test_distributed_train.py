@@ -5,8 +5,9 @@ continues like the uninterrupted run; bad input stops every process with the sam
 
 Tolerance, one process against two: the two split each batch's mean and sum their gradients in another order, so
 floats differ in the last bits (measured: see the constants). The tests allow ``LOSS_RTOL`` on every logged loss
-and ``WEIGHT_ATOL`` on any weight of the trained (EMA) teacher, and check that training moved the weights by far
-more than that.
+and ``WEIGHT_ATOL`` on any weight of the trained (EMA) teacher but a few (test_distributed.same_trained_weights:
+on another machine one cross-attention weight once differed by more, Adam making a near-zero gradient's float
+noise a whole step), and check that training moved the weights by far more than that.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from safetensors.torch import load_file
 
 from magicdistill.config import TeacherTrainConfig
 from magicdistill.pipeline import SHIPPED_DIR
-from test_distributed import ENV, _ok
+from test_distributed import ENV, _ok, same_trained_weights
 
 LOSS_RTOL = 1e-5  # loss and grad norm; measured: <= 1.6e-7 (tiny), <= 1.1e-7 (Wan 2.1)
 WEIGHT_ATOL = 1e-5  # measured: <= 5e-7 (tiny), <= 1.7e-6 (Wan 2.1); training moved weights by > 1e-3
@@ -69,10 +70,9 @@ def _same_run(a: Path, b: Path, steps: int) -> None:
     for x, y in zip(ra, rb):
         for k in ("loss", "grad_norm", "lr"):
             assert y[k] == pytest.approx(x[k], rel=LOSS_RTOL, abs=0), (x["step"], k, x[k], y[k])
-    wa, wb = _weights(a / "teacher"), _weights(b / "teacher")
-    assert wa.keys() == wb.keys() and wa
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], atol=WEIGHT_ATOL, rtol=0, msg=k)
+    # a weight may differ by up to about two runs' summed Adam steps where its gradient is near zero
+    spread = 3 * sum(r["lr"] for r in ra)
+    same_trained_weights(_weights(a / "teacher"), _weights(b / "teacher"), WEIGHT_ATOL, spread)
 
 
 def _moved(run: Path, before: dict[str, torch.Tensor]) -> float:

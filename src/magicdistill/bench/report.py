@@ -14,9 +14,20 @@ from .provenance import git_commit, summarise
 from .findings import collapse_table, compare, findings, gap_table
 from .stats import fmt, overlap
 
-# what settles a comparison left open: the full plan, and more of what the interval is over
-DECIDE = ("the full bench, `magicdistill bench --out runs/bench` (1, 2 and 4 steps, 32 clips, 2 distillation seeds per "
-          "row), and if its intervals still overlap, more distillation seeds (`--distill-seeds`)")
+
+def decide(settings: Settings) -> str:
+    """What settles a comparison this page leaves open: below the full bench's sizes, the full bench; at them (or
+    beyond), more of what a trained row's interval is over (distillation seeds: it narrows with their square root)
+    and longer runs (short ones barely move a generator from the teacher it starts as)."""
+    full = Settings()
+    if settings.iters < full.iters or settings.clips < full.clips or settings.distill_seeds < full.distill_seeds:
+        return ("the full bench, `magicdistill bench --out runs/bench` (1, 2 and 4 steps, 32 clips, 2 distillation "
+                "seeds per row), and if its intervals still overlap, more distillation seeds (`--distill-seeds`)")
+    seeds, iters = 2 * settings.distill_seeds, 5 * settings.iters
+    return (f"more distillation seeds and longer runs, e.g. `magicdistill bench --out runs/bench_long --distill-seeds "
+            f"{seeds} --iters {iters}` ({seeds} seeds narrow a trained row's interval by about "
+            f"{1 / math.sqrt(seeds / settings.distill_seeds):.2f}×; {iters} iterations move the generators further "
+            f"from the teacher they start as)")
 # the first table's metrics; the rest go to the second
 SUMMARY = ("average", "fvd", "fvd_teacher", "fid", "fid_teacher", "perceptual", "motion_ratio")
 LOWER_IS_BETTER = {"fid", "fvd", "kid", "perceptual", "fvd_teacher", "fid_teacher"}
@@ -84,7 +95,7 @@ def write_results(docs: Path, plan: Plan, results: dict[str, dict], settings: Se
         + (f" ({reused} of {len(plan.units())} units were measured by an earlier invocation in the same folder)"
            if reused else f" ({len(plan.units())} units)"), "",
         "## Findings", "",
-        *(findings(plan, done, settings, DECIDE) or ["- None yet: the rows they compare are pending."]), "",
+        *(findings(plan, done, settings, decide(settings)) or ["- None yet: the rows they compare are pending."]), "",
         "## Table 1 (MagicDistillation Table 1 in miniature)", "",
         "Paper (customised VBench average, 540×960×129): 28-step Euler 0.8107 · 4-step Euler 0.6768 · 4-step LCM "
         "0.6915 · 4-step DMD2 0.8063 · 4-step W2S 0.8219 (with L_reg 0.7474) · 1-step Euler 0.6169, LCM 0.6817, "

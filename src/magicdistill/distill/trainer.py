@@ -74,11 +74,8 @@ def sampler_record(cfg: DistillConfig) -> dict:
 
 def distill(cfg: DistillConfig, teacher_dir: str | Path, out: str | Path, **kwargs) -> Path:
     """One process, or each of N started by ``torchrun`` (FSDP2 over them: docs/SCALING.md)."""
-    world = World.from_env(cfg.device)
-    try:
+    with World.joined(cfg.device) as world:
         return _distill(cfg, teacher_dir, out, world=world, **kwargs)
-    finally:
-        world.close()
 
 
 @closes_runs

@@ -103,6 +103,22 @@ class World:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    @staticmethod
+    @contextmanager
+    def joined(device: str) -> Iterator["World"]:
+        """The run's processes for the length of a command. A run that ends normally meets at a barrier before
+        its process group is torn down, so no process closes its connections while another still talks to it
+        (a gloo process exiting alone once aborted at exit after a finished run); a failing one leaves at once
+        (the others may never reach the barrier; torchrun stops them)."""
+        world = World.from_env(device)
+        try:
+            yield world
+        except BaseException:
+            world.close()
+            raise
+        world.barrier()
+        world.close()
+
 
 def draw_rows(sample, shape: tuple[int, ...], g: torch.Generator, rows: slice | None, batch_size: int) -> torch.Tensor:
     """``sample(shape, generator=g)`` (torch.rand, torch.randn, ...) for this process's ``rows`` of a global batch of

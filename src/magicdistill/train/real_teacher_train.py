@@ -82,11 +82,8 @@ def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int
 
 def train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, **kwargs) -> Path:
     """One process, or each of N started by ``torchrun`` (FSDP2 over them: docs/SCALING.md)."""
-    world = World.from_env(cfg.device)
-    try:
+    with World.joined(cfg.device) as world:
         return _train_real_teacher(cfg, out, world=world, **kwargs)
-    finally:
-        world.close()
 
 
 @closes_runs

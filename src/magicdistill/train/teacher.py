@@ -216,11 +216,8 @@ def train_step(dit, ema: EMA, opt: torch.optim.Optimizer, sched, data, null_text
 def train_teacher(cfg: TeacherTrainConfig, out: str, **kwargs) -> VideoDiT | None:
     """One process, or each of N started by ``torchrun`` (FSDP2 over them: docs/SCALING.md). -> the trained
     teacher (None on the processes other than rank 0 of several)."""
-    world = World.from_env(cfg.device)
-    try:
+    with World.joined(cfg.device) as world:
         return _train_teacher(cfg, out, world=world, **kwargs)
-    finally:
-        world.close()
 
 
 @closes_runs
