@@ -34,7 +34,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..atomic import atomic_folder
 from ..config import TeacherTrainConfig, torch_dtype
@@ -45,8 +44,8 @@ from ..generate_real import video_size
 from ..models.folder import ModelFolder, read_json, read_model_folder
 from .distributed import World
 from .ema import EMA
-from .run import Run, closes_runs, lr_schedule
-from .teacher import latent_set_for, lr_lambda, plain_ema, shard_teacher, train_step
+from .run import Run, closes_runs
+from .teacher import fit, latent_set_for, plain_ema, shard_teacher
 
 
 def real_train_config(cfg: TeacherTrainConfig, *, height: int | None, width: int | None, frames: int | None,
@@ -120,21 +119,9 @@ def _train_real_teacher(cfg: TeacherTrainConfig, out: str | Path, *, resume: boo
     n_params = sum(p.numel() for p in dit.parameters() if p.requires_grad)
     ema = EMA(dit, cfg.ema_decay)
     shard_teacher(dit, ema, world, device)
-    params = [p for p in dit.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
-    sched = lr_schedule(opt, lr_lambda(cfg), start)
-    if world.is_main:
-        print(f"{folder.pipeline}: {n_params / 1e6:.2f} M trained parameters, {len(data)} training clips at "
-              f"{cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}"
-              + (f", {world.size} processes" if world.distributed else ""))
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it",
-               disable=not world.is_main)
-    for step in bar:
-        loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
+    fit(dit, ema, data, null_text, cfg, run, resume=resume,
+        banner=f"{folder.pipeline}: {n_params / 1e6:.2f} M trained parameters, {len(data)} training clips at "
+               f"{cfg.data.height}x{cfg.data.width}x{cfg.data.num_frames}")
     # 4. the EMA weights, as a derived folder over the source (its sampler and encoders stay the source's)
     final = run.dir / "teacher"
     # several processes: gathered into a fresh copy of the folder's transformer(s) on rank 0

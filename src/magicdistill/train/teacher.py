@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -189,6 +190,30 @@ def write_samples(run: Run, step: int, dit: VideoDiT, vae: VideoVAE, test: Laten
     return write_mp4(run.dir / "samples" / f"step_{step:06d}.mp4", tensor_to_frames(grid), cfg.data.fps)
 
 
+def fit(dit, ema: EMA, data, null_text: TextEmbedding, cfg: TeacherTrainConfig, run: Run, *, resume: bool,
+        banner: str, after_step: Callable[[int], None] | None = None) -> None:
+    """The training loop of the tiny teacher and of a real folder's transformer: AdamW (warm-up, cosine decay)
+    over what requires grad, resumed from the run's checkpoint with ``resume``; then each step to ``cfg.steps``
+    a ``train_step``, a checkpoint every ``checkpoint_every`` steps and at the last, and ``after_step(step)``
+    (1-based; the tiny teacher's preview samples)."""
+    opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
+    sched = lr_schedule(opt, lr_lambda(cfg), start)
+    world = run.world
+    if world.is_main:
+        print(banner + (f", {world.size} processes" if world.distributed else ""))
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it",
+               disable=not world.is_main)
+    for step in bar:
+        loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
+        if after_step is not None:
+            after_step(step + 1)
+
+
 def train_step(dit, ema: EMA, opt: torch.optim.Optimizer, sched, data, null_text: TextEmbedding,
                cfg: TeacherTrainConfig, step: int, run: Run) -> float:
     """One flow-matching step on a batch drawn by the step's seed (the same for the tiny teacher and a real
@@ -253,26 +278,16 @@ def _train_teacher(cfg: TeacherTrainConfig, out: str, *, resume: bool = False, c
     n_params = sum(p.numel() for p in dit.parameters())
     ema = EMA(dit, cfg.ema_decay)
     shard_teacher(dit, ema, world, device)
-    opt = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start = run.resume({"dit": dit, "ema": ema.shadow}, {"dit": opt}) if resume else 0
-    sched = lr_schedule(opt, lr_lambda(cfg), start)
-    if world.is_main:
-        print(f"teacher: {n_params / 1e6:.2f} M parameters, {len(data)} training clips, task {cfg.task}"
-              + (f", {world.size} processes" if world.distributed else ""))
-    # 3-4. loop
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="it",
-               disable=not world.is_main)
-    for step in bar:
-        loss = train_step(dit, ema, opt, sched, data, null_text, cfg, step, run)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        last = step + 1 == cfg.steps
-        if (step + 1) % cfg.checkpoint_every == 0 or last:
-            run.save(step + 1, {"dit": dit, "ema": ema.shadow}, {"dit": opt})
-        if (step + 1) % cfg.sample_every == 0 or last:
-            path = write_samples(run, step + 1, ema.shadow, vae, test, null_text, cfg)
+
+    def samples(step: int) -> None:
+        if step % cfg.sample_every == 0 or step == cfg.steps:
+            path = write_samples(run, step, ema.shadow, vae, test, null_text, cfg)
             if path is not None:
                 tqdm.write(f"samples: {path}")
+
+    # 3-4. loop
+    fit(dit, ema, data, null_text, cfg, run, resume=resume, after_step=samples,
+        banner=f"teacher: {n_params / 1e6:.2f} M parameters, {len(data)} training clips, task {cfg.task}")
     # 5. the EMA weights are the teacher
     teacher = plain_ema(ema, world, lambda: build_teacher(cfg).to("cpu", dtype))
     if teacher is None:
