@@ -93,19 +93,24 @@ main()
 
 # in a subprocess: count the transformer blocks run under torch.utils.checkpoint and their runs (a recomputation is a
 # second run), written per process to the file given, then run the CLI as usual
+# written as it counts: a finished torchrun process ends without atexit handlers (train/process_end.py)
 RECOMPUTE_COUNTER = '''
-import atexit, json, os, sys
+import json, os, sys
 out = sys.argv.pop(1)
 import magicdistill.distill.memory as memory
 real, count = memory.checkpoint, {"checkpointed": 0, "runs": 0}
+def save():
+    with open(f"{out}.{os.environ.get('RANK', '0')}", "w") as f:
+        f.write(json.dumps(count))
 def checkpoint(fn, *args, **kw):
     count["checkpointed"] += 1
     def counted(*a):
         count["runs"] += 1
+        save()
         return fn(*a)
+    save()
     return real(counted, *args, **kw)
 memory.checkpoint = checkpoint
-atexit.register(lambda: open(f"{out}.{os.environ.get('RANK', '0')}", "w").write(json.dumps(count)))
 from magicdistill.cli import main
 main()
 '''

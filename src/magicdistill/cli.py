@@ -697,9 +697,11 @@ def main() -> None:
     except ImportError:  # pragma: no cover - older typer
         from click import exceptions as click_exc
 
+    from .train.process_end import exit_process
+
     try:
         rc = app(standalone_mode=False)  # returns the exit code of typer.Exit raised in a command
-        sys.exit(rc if isinstance(rc, int) else 0)
+        exit_process(rc if isinstance(rc, int) else 0)
     except click_exc.NoArgsIsHelpError:
         sys.exit(0)
     except click_exc.UsageError as e:  # unknown option, bad type, missing value: one line, exit 2

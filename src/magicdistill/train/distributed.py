@@ -16,6 +16,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from . import process_end
+
 
 @dataclass(frozen=True)
 class World:
@@ -107,9 +109,9 @@ class World:
     @contextmanager
     def joined(device: str) -> Iterator["World"]:
         """The run's processes for the length of a command. A run that ends normally meets at a barrier before
-        its process group is torn down, so no process closes its connections while another still talks to it
-        (a gloo process exiting alone once aborted at exit after a finished run); a failing one leaves at once
-        (the others may never reach the barrier; torchrun stops them)."""
+        its process group is torn down, so no process closes its connections while another still talks to it,
+        and its process then ends without the interpreter's teardown (train/process_end.py); a failing one leaves
+        at once (the others may never reach the barrier; torchrun stops them)."""
         world = World.from_env(device)
         try:
             yield world
@@ -118,6 +120,9 @@ class World:
             raise
         world.barrier()
         world.close()
+        if world.distributed:
+            process_end.finished_in_a_group()
+
 
 
 def draw_rows(sample, shape: tuple[int, ...], g: torch.Generator, rows: slice | None, batch_size: int) -> torch.Tensor:
