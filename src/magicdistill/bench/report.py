@@ -28,6 +28,8 @@ def decide(settings: Settings) -> str:
             f"{seeds} --iters {iters}` ({seeds} seeds narrow a trained row's interval by about "
             f"{1 / math.sqrt(seeds / settings.distill_seeds):.2f}×; {iters} iterations move the generators further "
             f"from the teacher they start as)")
+
+
 # the first table's metrics; the rest go to the second
 SUMMARY = ("average", "fvd", "fvd_teacher", "fid", "fid_teacher", "perceptual", "motion_ratio")
 LOWER_IS_BETTER = {"fid", "fvd", "kid", "perceptual", "fvd_teacher", "fid_teacher"}

@@ -124,7 +124,6 @@ class World:
             process_end.finished_in_a_group()
 
 
-
 def draw_rows(sample, shape: tuple[int, ...], g: torch.Generator, rows: slice | None, batch_size: int) -> torch.Tensor:
     """``sample(shape, generator=g)`` (torch.rand, torch.randn, ...) for this process's ``rows`` of a global batch of
     ``batch_size``: every process draws the whole batch's numbers from the same seeded generator and keeps its rows,
