@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from magicdistill.config import DistillConfig
+from magicdistill.pipeline import SHIPPED_DIR
 from test_distributed import ADAM_SPREAD, _distill, _ok, _teacher_weights, _weights, same_trained_weights
 from toys import toy_batch
 
@@ -41,7 +42,7 @@ def _rows(run: Path, method: str) -> list[dict]:
     return [r for r in rows if METRICS[method][0] in r]
 
 
-def _same_run(a: Path, b: Path, method: str, iters: int = 4, teacher: Path | None = None) -> None:
+def _same_run(a: Path, b: Path, method: str, iters: int = 4, teacher: Path = SHIPPED_DIR / "teacher") -> None:
     ra, rb = _rows(a, method), _rows(b, method)
     assert [r["step"] for r in ra] == [r["step"] for r in rb] == list(range(1, iters + 1))  # each step once
     for x, y in zip(ra, rb):
@@ -49,8 +50,7 @@ def _same_run(a: Path, b: Path, method: str, iters: int = 4, teacher: Path | Non
         assert keys == [k for k in METRICS[method] if k in y]
         for k in keys:
             assert y[k] == pytest.approx(x[k], rel=LOSS_RTOL), (x["step"], k, x[k], y[k])
-    wa, wb = _weights(a), _weights(b)
-    wt = _teacher_weights(teacher) if teacher else _teacher_weights()
+    wa, wb, wt = _weights(a), _weights(b), _teacher_weights(teacher)
     same_trained_weights(wa, wb, WEIGHT_ATOL, ADAM_SPREAD)
     common = [k for k in wa if k in wt]  # CFG's student also has a guidance embedder the teacher lacks
     da = torch.cat([(wa[k] - wt[k]).flatten() for k in common])
